@@ -1,0 +1,1 @@
+//! The application: command service, query service, and the HTTP layer over both.

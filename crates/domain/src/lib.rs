@@ -1,0 +1,1 @@
+//! Pure deciders for products, stock and orders. See ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+//! Read models and the product search index, folded from the event log.
