@@ -179,6 +179,10 @@ pub struct Snapshot {
 /// fails.
 pub type Subscription = Pin<Box<dyn Stream<Item = Result<Vec<RecordedEvent>, StoreError>> + Send>>;
 
+/// An append that has been sequenced (see [`EventStore::submit`]) and resolves once it is durable
+/// (or has failed).
+pub type AppendTicket = Pin<Box<dyn Future<Output = Result<AppendOutcome, StoreError>> + Send>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Optimistic concurrency: the stream is not at the expected version. Nothing was written.
@@ -220,6 +224,21 @@ fn display_version(version: Option<StreamVersion>) -> String {
 pub trait EventStore: Send + Sync + 'static {
     /// Appends every write of the request atomically (see the module docs).
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError>;
+
+    /// Sequences `request` and returns a ticket that resolves when it is durable.
+    ///
+    /// When this returns, the request is ordered: a request submitted later by any caller is
+    /// checked and written after it. This lets the command service release its stream locks
+    /// before the fsync (early lock release): the next command on a hot stream is decided against
+    /// the state this request will produce and appended with the matching expected version, and
+    /// both share one group commit. A failed write poisons everything sequenced after it, so a
+    /// command decided on a state that never became durable can never be acknowledged.
+    ///
+    /// The default appends fully before returning (correct, but without the pipelining).
+    async fn submit(&self, request: AppendRequest) -> Result<AppendTicket, StoreError> {
+        let outcome = self.append(request).await;
+        Ok(Box::pin(std::future::ready(outcome)))
+    }
 
     /// Up to `limit` events of `stream` with version >= `from_version`, in version order.
     async fn read_stream(
