@@ -1,1 +1,3 @@
 //! Read models and the product search index, folded from the event log.
+
+pub mod runner;

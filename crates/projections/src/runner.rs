@@ -1,0 +1,320 @@
+//! The projection runner: feeds one projection from the log, in batches, from its checkpoint.
+//!
+//! Each projection gets one dedicated thread (its single writer). The thread subscribes to the
+//! event store after the projection's stored checkpoint, coalesces whatever is ready into batches
+//! of up to `batch_events_max` events, and hands each batch to [`Projection::apply`], which folds
+//! it and stores the new state together with the new checkpoint in one transaction. A crash
+//! therefore neither skips nor repeats an event, and a restart resumes where the last transaction
+//! left off instead of replaying from zero.
+//!
+//! The runner publishes the position it has applied through a `watch` channel, which is what a
+//! read-your-writes query waits on ([`ProjectionHandle::wait_for`]).
+//!
+//! Projections receive every event (no store-side filter) and skip what they do not fold, so that
+//! their position advances with the log and a client waiting for position `n` is never stranded
+//! behind an event that some filter excluded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use emporium_eventstore::{EventStore, Position, ReadFilter, RecordedEvent, StoreError};
+use futures::{FutureExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+/// A read model folded from the log.
+pub trait Projection: Send + 'static {
+    /// Stable name, used in the CLI, metrics and on disk (`catalog`, `stock`, `orders`, `search`).
+    fn name(&self) -> &'static str;
+
+    /// The position of the last event folded into the stored state (0: nothing yet).
+    fn checkpoint(&self) -> Result<Position, ProjectionError>;
+
+    /// Folds `events` (in position order, every one after the checkpoint) and stores the new state
+    /// with the checkpoint `events.last().position` in ONE transaction.
+    fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection storage error: {0}")]
+    Storage(String),
+    #[error("cannot decode event at position {position} ({event_type}): {reason}")]
+    Decode {
+        position: Position,
+        event_type: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("projection {0} is not running")]
+    Stopped(String),
+}
+
+/// How the runner batches and backs off.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// The most events handed to one `apply` (one transaction).
+    pub batch_events_max: usize,
+    /// First wait after a failed batch; doubles up to `retry_backoff_max`.
+    pub retry_backoff_min: Duration,
+    pub retry_backoff_max: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_events_max: 8_192,
+            retry_backoff_min: Duration::from_millis(200),
+            retry_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the runner knows about its projection, for `projections status` and `/metrics`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunnerStats {
+    pub name: String,
+    pub position: Position,
+    pub events_applied: u64,
+    pub batches_applied: u64,
+    /// Events per second over the last few batches (wall time between batches).
+    pub events_per_second: f64,
+    pub last_error: Option<String>,
+    pub running: bool,
+}
+
+struct Shared {
+    stats: Mutex<RunnerStats>,
+    events_applied: AtomicU64,
+}
+
+/// A running projection: its applied position, its stats, and a way to stop it.
+pub struct ProjectionHandle {
+    name: &'static str,
+    position: watch::Receiver<Position>,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Why a read-your-writes wait ended without reaching the position.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    #[error("projection {name} reached position {reached}, not {wanted}, within {timeout:?}")]
+    Timeout {
+        name: &'static str,
+        wanted: Position,
+        reached: Position,
+        timeout: Duration,
+    },
+    #[error("projection {0} stopped")]
+    Stopped(&'static str),
+}
+
+impl ProjectionHandle {
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The position of the last event applied and committed.
+    pub fn position(&self) -> Position {
+        *self.position.borrow()
+    }
+
+    pub fn stats(&self) -> RunnerStats {
+        self.shared.stats.lock().clone()
+    }
+
+    /// Waits until the projection has applied `position`, at most `timeout`.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> Result<(), WaitError> {
+        let mut receiver = self.position.clone();
+        let reached = tokio::time::timeout(timeout, receiver.wait_for(|&p| p >= position)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WaitError::Stopped(self.name)),
+            Err(_) => Err(WaitError::Timeout {
+                name: self.name,
+                wanted: position,
+                reached: self.position(),
+                timeout,
+            }),
+        }
+    }
+
+    /// Asks the runner to stop after the batch in hand and waits for its thread.
+    pub fn stop(&self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.lock().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ProjectionHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts `projection` on its own thread, fed from `store` after its checkpoint.
+///
+/// Must be called inside a tokio runtime: the thread drives the subscription with the caller's
+/// runtime handle.
+pub fn spawn<P: Projection>(
+    store: Arc<dyn EventStore>,
+    projection: P,
+    config: RunnerConfig,
+) -> Result<ProjectionHandle, ProjectionError> {
+    let name = projection.name();
+    let start = projection.checkpoint()?;
+    let (position_tx, position_rx) = watch::channel(start);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        stats: Mutex::new(RunnerStats {
+            name: name.to_owned(),
+            position: start,
+            running: true,
+            ..RunnerStats::default()
+        }),
+        events_applied: AtomicU64::new(0),
+    });
+    let runtime = tokio::runtime::Handle::current();
+    let thread_shared = Arc::clone(&shared);
+    let thread = std::thread::Builder::new()
+        .name(format!("projection-{name}"))
+        .spawn(move || {
+            run(
+                runtime,
+                store,
+                projection,
+                config,
+                position_tx,
+                shutdown_rx,
+                &thread_shared,
+            );
+            thread_shared.stats.lock().running = false;
+        })
+        .map_err(|e| ProjectionError::Storage(format!("cannot start projection thread: {e}")))?;
+    Ok(ProjectionHandle {
+        name,
+        position: position_rx,
+        shared,
+        shutdown: shutdown_tx,
+        thread: Mutex::new(Some(thread)),
+    })
+}
+
+/// The runner loop: (re)subscribe from the stored checkpoint, apply batches, back off on errors.
+fn run<P: Projection>(
+    runtime: tokio::runtime::Handle,
+    store: Arc<dyn EventStore>,
+    mut projection: P,
+    config: RunnerConfig,
+    position_tx: watch::Sender<Position>,
+    mut shutdown: watch::Receiver<bool>,
+    shared: &Shared,
+) {
+    let mut backoff = config.retry_backoff_min;
+    loop {
+        match follow(
+            &runtime,
+            &store,
+            &mut projection,
+            &config,
+            &position_tx,
+            &mut shutdown,
+            shared,
+        ) {
+            Ok(()) => return, // shut down
+            Err(error) => {
+                tracing::error!(projection = projection.name(), %error, "projection failed; retrying");
+                shared.stats.lock().last_error = Some(error.to_string());
+                let stop = runtime.block_on(async {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => false,
+                        _ = shutdown.wait_for(|&s| s) => true,
+                    }
+                });
+                if stop {
+                    return;
+                }
+                backoff = (backoff * 2).min(config.retry_backoff_max);
+            }
+        }
+    }
+}
+
+/// Follows the log until shutdown (`Ok`) or an error.
+fn follow<P: Projection>(
+    runtime: &tokio::runtime::Handle,
+    store: &Arc<dyn EventStore>,
+    projection: &mut P,
+    config: &RunnerConfig,
+    position_tx: &watch::Sender<Position>,
+    shutdown: &mut watch::Receiver<bool>,
+    shared: &Shared,
+) -> Result<(), ProjectionError> {
+    let mut position = projection.checkpoint()?;
+    let mut subscription = runtime.block_on(store.subscribe(position, ReadFilter::default()))?;
+    let mut batch: Vec<RecordedEvent> = Vec::with_capacity(config.batch_events_max);
+    let mut previous_batch_end = Instant::now();
+    loop {
+        // Wait for the next batch, or shutdown.
+        let first = runtime.block_on(async {
+            tokio::select! {
+                next = subscription.next() => Some(next),
+                _ = shutdown.wait_for(|&s| s) => None,
+            }
+        });
+        let Some(first) = first else { return Ok(()) };
+        let Some(first) = first else {
+            return Err(ProjectionError::Stopped(projection.name().to_owned()));
+        };
+        batch.extend(first?);
+        // Coalesce whatever is already there into one transaction.
+        while batch.len() < config.batch_events_max {
+            match subscription.next().now_or_never() {
+                Some(Some(more)) => batch.extend(more?),
+                Some(None) | None => break,
+            }
+        }
+        // A subscription resumed after a failure may replay what was applied: skip it.
+        batch.retain(|event| event.position > position);
+        let Some(last) = batch.last().map(|e| e.position) else {
+            continue;
+        };
+        projection.apply(&batch)?;
+        // The rate the projection actually moves at: catching up, its apply speed; following, the
+        // rate events arrive.
+        let now = Instant::now();
+        let elapsed = now
+            .duration_since(previous_batch_end)
+            .as_secs_f64()
+            .max(1e-6);
+        previous_batch_end = now;
+        position = last;
+        let applied = batch.len() as u64;
+        let total = shared.events_applied.fetch_add(applied, Ordering::Relaxed) + applied;
+        {
+            let mut stats = shared.stats.lock();
+            stats.position = position;
+            stats.events_applied = total;
+            stats.batches_applied += 1;
+            let rate = applied as f64 / elapsed;
+            stats.events_per_second = if stats.batches_applied == 1 {
+                rate
+            } else {
+                0.8 * stats.events_per_second + 0.2 * rate
+            };
+            stats.last_error = None;
+        }
+        metrics::gauge!("emporium_projection_position", "projection" => projection.name())
+            .set(position as f64);
+        metrics::counter!("emporium_projection_events_applied_total", "projection" => projection.name())
+            .increment(applied);
+        let _ = position_tx.send(position);
+        batch.clear();
+    }
+}
