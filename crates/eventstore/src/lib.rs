@@ -22,6 +22,16 @@
 //! - A subscriber reading by position never skips an event that commits later with a lower
 //!   position.
 
+mod embedded;
+mod follow;
+mod frame;
+mod postgres;
+mod validate;
+
+pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use postgres::{PostgresConfig, PostgresStore};
+pub use validate::validate_request;
+
 use std::fmt;
 use std::pin::Pin;
 
@@ -47,6 +57,10 @@ pub const COMMAND_ID_LEN_MAX: usize = 256;
 pub const APPEND_EVENTS_MAX: usize = 10_000;
 /// The largest payload of one event, in bytes.
 pub const PAYLOAD_LEN_MAX: usize = 1 << 20;
+/// The most payload bytes one append request may carry, over all its events.
+pub const APPEND_PAYLOAD_BYTES_MAX: usize = 16 << 20;
+/// The longest metadata string (`api_key_id`, `command_id`), in bytes.
+pub const METADATA_FIELD_LEN_MAX: usize = 256;
 
 /// What the writer believes the stream's current version to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -258,8 +272,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every event with position > `after` that matches `filter`: what is stored, then what is
     /// appended later, without gaps or repeats.
-    async fn subscribe(&self, after: Position, filter: ReadFilter)
-    -> Result<Subscription, StoreError>;
+    async fn subscribe(
+        &self,
+        after: Position,
+        filter: ReadFilter,
+    ) -> Result<Subscription, StoreError>;
 
     /// The position of the last committed event visible to readers (0 for an empty log).
     async fn head(&self) -> Result<Position, StoreError>;

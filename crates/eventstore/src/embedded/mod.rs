@@ -1,0 +1,356 @@
+//! The embedded backend: a segmented append-only file log in a data directory.
+//!
+//! ```text
+//! DIR/LOCK                       held (flock) while a process has the store open
+//! DIR/log/00000000000000000001.seg   segments, named by the position of their first event
+//! DIR/snapshots/<hash>.snap      the latest snapshot of each stream
+//! ```
+//!
+//! Each append batch is one checksummed frame (`frame.rs`); one writer thread owns the tail
+//! (`writer.rs`); the index of streams, frames and command ids lives in memory and is rebuilt by
+//! scanning the segments on open (`recovery.rs`); the payloads of the most recent frames stay in
+//! memory so that hot reads and live subscribers do not touch the disk.
+
+mod index;
+mod read;
+mod recovery;
+mod snapshots;
+mod writer;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use self::index::Index;
+use self::writer::{Command, Limits, Writer};
+use crate::follow::{self, Scan, Source};
+use crate::{
+    AppendOutcome, AppendRequest, AppendTicket, EventStore, Position, ReadFilter, RecordedEvent,
+    Snapshot, StoreError, StreamVersion, Subscription, validate_request,
+};
+
+/// How to open an [`EmbeddedStore`]. `EmbeddedConfig::new(dir)` has sensible defaults.
+#[derive(Clone, Debug)]
+pub struct EmbeddedConfig {
+    /// The data directory (created if missing).
+    pub dir: PathBuf,
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_bytes_max: u64,
+    /// Payload bytes of the most recent batches kept in memory for reads and subscribers.
+    pub cache_bytes_max: usize,
+    /// Appends waiting for the writer; callers wait (back-pressure) when it is full.
+    pub queue_appends_max: usize,
+    /// The most appends that share one group commit.
+    pub group_appends_max: usize,
+    /// The approximate size of one group commit's write, beyond which the group is cut.
+    pub group_bytes_max: usize,
+    /// The most events a subscription yields in one batch.
+    pub subscription_batch_max: usize,
+}
+
+impl EmbeddedConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        EmbeddedConfig {
+            dir: dir.into(),
+            segment_bytes_max: 256 << 20,
+            cache_bytes_max: 64 << 20,
+            queue_appends_max: 4096,
+            group_appends_max: 2048,
+            group_bytes_max: 8 << 20,
+            subscription_batch_max: 1024,
+        }
+    }
+}
+
+/// State shared by the writer thread and the readers.
+pub(crate) struct Shared {
+    pub index: RwLock<Index>,
+    /// The durable head, for live subscribers.
+    pub head_tx: watch::Sender<Position>,
+    poison: Mutex<Option<String>>,
+}
+
+impl Shared {
+    pub fn poisoned(&self) -> Option<String> {
+        self.poison.lock().clone()
+    }
+
+    pub fn poison(&self, reason: String) {
+        self.poison.lock().get_or_insert(reason);
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+    snapshots_dir: PathBuf,
+    snapshot_lock: Mutex<()>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    subscription_batch_max: usize,
+}
+
+/// The embedded event store. Cheap to clone; every clone is the same store.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("snapshots_dir", &self.inner.snapshots_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir` with the default configuration.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::open_with(EmbeddedConfig::new(dir))
+    }
+
+    /// Opens (or creates) the store: scans the log, truncates a torn tail, refuses a damaged
+    /// middle ([`StoreError::Corrupt`]), and starts the writer thread. Blocking: it reads the
+    /// whole log.
+    pub fn open_with(config: EmbeddedConfig) -> Result<Self, StoreError> {
+        let log_dir = config.dir.join("log");
+        let snapshots_dir = config.dir.join("snapshots");
+        std::fs::create_dir_all(&log_dir)?;
+        std::fs::create_dir_all(&snapshots_dir)?;
+        let dir_lock = File::create(config.dir.join("LOCK"))?;
+        match dir_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "the event store in {} is already open in another process",
+                        config.dir.display()
+                    ),
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
+
+        let mut paths = recovery::list_segments(&log_dir)?;
+        if paths.is_empty() {
+            let path = log_dir.join(recovery::segment_name(1));
+            recovery::open_segment(&path, true)?;
+            writer::sync_dir(&log_dir)?;
+            paths.push(path);
+        }
+        let recovered = recovery::recover(&paths, config.cache_bytes_max)?;
+        let index = recovered.index;
+        let head = index.head;
+        let tail_no = index.segments.len() - 1;
+        let tail = index.segments[tail_no].file.clone();
+        tracing::info!(
+            dir = %config.dir.display(),
+            head,
+            streams = index.streams.len(),
+            segments = index.segments.len(),
+            "event log opened"
+        );
+
+        let (head_tx, _) = watch::channel(head);
+        let shared = Arc::new(Shared {
+            index: RwLock::new(index),
+            head_tx,
+            poison: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::channel(config.queue_appends_max.max(1));
+        let writer = Writer {
+            shared: shared.clone(),
+            log_dir,
+            limits: Limits {
+                group_appends_max: config.group_appends_max.max(1),
+                group_bytes_max: config.group_bytes_max,
+                // Offsets in a segment are u32; leave room for one oversized last group.
+                segment_bytes_max: config.segment_bytes_max.clamp(1, 1 << 30),
+            },
+            tail,
+            tail_no: tail_no as u32,
+            tail_len: recovered.tail_len,
+            next_position: head + 1,
+            dir_lock: Some(dir_lock),
+        };
+        let handle = std::thread::Builder::new()
+            .name("emporium-log-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                snapshots_dir,
+                snapshot_lock: Mutex::new(()),
+                writer: Mutex::new(Some(handle)),
+                subscription_batch_max: config.subscription_batch_max,
+            }),
+        })
+    }
+
+    /// Stops the writer after the appends already queued, and waits until it has released the
+    /// files, so the directory can be opened again. Later appends fail with
+    /// [`StoreError::Closed`]; reads keep working.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.inner.tx.send(Command::Close(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        let handle = self.inner.writer.lock().take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// How many events one scan step looks at: a sparse filter needs to look further.
+fn scan_events_max(filter: &ReadFilter, limit: usize) -> usize {
+    if filter == &ReadFilter::default() {
+        limit
+    } else {
+        limit.saturating_mul(16).clamp(4096, 1 << 16).max(limit)
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+}
+
+impl Source for Inner {
+    async fn scan(
+        &self,
+        after: Position,
+        filter: &ReadFilter,
+        limit: usize,
+    ) -> Result<Scan, StoreError> {
+        let plan = read::plan_log(
+            &self.shared.index.read(),
+            after,
+            scan_events_max(filter, limit),
+        );
+        let head = plan.head;
+        let (events, scanned_to) = if plan.needs_disk() {
+            let filter = filter.clone();
+            blocking(move || read::decode_log(plan.frames, after, &filter, limit)).await?
+        } else {
+            read::decode_log(plan.frames, after, filter, limit)?
+        };
+        Ok(Scan {
+            events,
+            scanned_to: scanned_to.max(after),
+            head,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for EmbeddedStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.submit(request).await?.await
+    }
+
+    async fn submit(&self, request: AppendRequest) -> Result<AppendTicket, StoreError> {
+        validate_request(&request)?;
+        if let Some(reason) = self.inner.shared.poisoned() {
+            return Err(writer::poisoned_error(&reason));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Append { request, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Box::pin(async move {
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        }))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let plan = read::plan_stream(&self.inner.shared.index.read(), stream, from_version, limit);
+        if plan.needs_disk() {
+            let stream = stream.to_owned();
+            blocking(move || read::decode_stream(plan.frames, &stream, from_version, limit)).await
+        } else {
+            read::decode_stream(plan.frames, stream, from_version, limit)
+        }
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &ReadFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events: Vec<RecordedEvent> = Vec::new();
+        let mut after = after;
+        while events.len() < limit {
+            let scan = self.inner.scan(after, filter, limit - events.len()).await?;
+            if events.is_empty() {
+                events = scan.events;
+            } else {
+                events.extend(scan.events);
+            }
+            if scan.scanned_to >= scan.head || scan.scanned_to == after {
+                break;
+            }
+            after = scan.scanned_to;
+        }
+        Ok(events)
+    }
+
+    async fn subscribe(
+        &self,
+        after: Position,
+        filter: ReadFilter,
+    ) -> Result<Subscription, StoreError> {
+        Ok(follow::follow(
+            self.inner.clone(),
+            self.inner.shared.head_tx.subscribe(),
+            after,
+            filter,
+            self.inner.subscription_batch_max,
+            None,
+        ))
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(self.inner.shared.index.read().head)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<StreamVersion>, StoreError> {
+        Ok(self.inner.shared.index.read().stream_version(stream))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let _serialized = inner.snapshot_lock.lock();
+            snapshots::save(&inner.snapshots_dir, snapshot)
+        })
+        .await
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        let inner = self.inner.clone();
+        let stream = stream.to_owned();
+        blocking(move || snapshots::load(&inner.snapshots_dir, &stream)).await
+    }
+}

@@ -1,0 +1,200 @@
+//! Opening the log: scan every segment, rebuild the index, truncate a torn tail, refuse damage in
+//! the middle of the log.
+//!
+//! A torn tail and mid-log damage are told apart by the `group_start` of the frames that follow a
+//! bad one: the writer writes a group only after the previous group was fsynced, so a valid frame
+//! of a *later* group after a bad frame proves that the bad frame had been durable (damage), while
+//! only frames of the bad frame's own group (never acknowledged) mean a torn write. Segments before
+//! the last one were fsynced before the next was created, so any bad frame there is damage.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::index::{FrameLoc, Index, Segment};
+use crate::frame::{self, FrameView, HEADER_LEN};
+use crate::{Position, StoreError};
+
+pub(crate) const SEGMENT_EXT: &str = "seg";
+
+pub(crate) fn segment_name(first_position: Position) -> String {
+    format!("{first_position:020}.{SEGMENT_EXT}")
+}
+
+/// What was recovered: the index and the tail segment to keep appending to.
+pub(crate) struct Recovered {
+    pub index: Index,
+    /// Length of the last segment after any truncation.
+    pub tail_len: u64,
+}
+
+pub(crate) fn list_segments(log_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(log_dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some(SEGMENT_EXT) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+pub(crate) fn open_segment(path: &Path, create: bool) -> Result<File, StoreError> {
+    Ok(OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(create)
+        .open(path)?)
+}
+
+/// Scans `paths` (sorted, at least one) into an index.
+pub(crate) fn recover(paths: &[PathBuf], cache_bytes_max: usize) -> Result<Recovered, StoreError> {
+    let mut index = Index::new(cache_bytes_max);
+    let mut tail_len = 0;
+    let mut tail: Option<(Bytes, usize)> = None;
+    for (segment_no, path) in paths.iter().enumerate() {
+        let is_last = segment_no + 1 == paths.len();
+        let file = open_segment(path, false)?;
+        let data = Bytes::from(std::fs::read(path)?);
+        let frames_before = index.frames.len();
+        let good_len = scan_segment(&mut index, path, &data, segment_no, is_last)?;
+        if good_len < data.len() {
+            tracing::warn!(
+                file = %path.display(),
+                offset = good_len,
+                dropped_bytes = data.len() - good_len,
+                "truncating a torn tail of the event log"
+            );
+            file.set_len(good_len as u64)?;
+            file.sync_all()?;
+        }
+        index.segments.push(Segment {
+            path: Arc::from(path.as_path()),
+            file: Arc::new(file),
+        });
+        if is_last {
+            tail_len = good_len as u64;
+            tail = Some((data.slice(..good_len), frames_before));
+        }
+    }
+    if let Some((data, first_frame)) = tail {
+        warm_cache(&mut index, &data, first_frame);
+    }
+    Ok(Recovered { index, tail_len })
+}
+
+/// Scans one segment into `index`; returns the length of its valid prefix.
+fn scan_segment(
+    index: &mut Index,
+    path: &Path,
+    data: &[u8],
+    segment_no: usize,
+    is_last: bool,
+) -> Result<usize, StoreError> {
+    let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
+        file: path.display().to_string(),
+        offset: offset as u64,
+        reason,
+    };
+    let segment = u32::try_from(segment_no).map_err(|_| corrupt(0, "too many segments".into()))?;
+    let mut offset = 0;
+    while offset < data.len() {
+        let checked = match frame::check(&data[offset..]) {
+            Ok(checked) => checked,
+            Err(reason) => {
+                if !is_last {
+                    return Err(corrupt(offset, reason.to_owned()));
+                }
+                if let Some(later) = later_group_frame(data, offset) {
+                    return Err(corrupt(
+                        offset,
+                        format!("{reason}, but a later durable batch follows at offset {later}"),
+                    ));
+                }
+                return Ok(offset);
+            }
+        };
+        let payload = &data[offset + HEADER_LEN..offset + HEADER_LEN + checked.len];
+        let view = FrameView::parse(payload).map_err(|e| corrupt(offset, e.0.to_owned()))?;
+        let expected = index.head + 1;
+        if view.first_position != expected {
+            return Err(corrupt(
+                offset,
+                format!(
+                    "batch starts at position {}, expected {expected}",
+                    view.first_position
+                ),
+            ));
+        }
+        let mut position = view.first_position;
+        for write in view.writes() {
+            if !index.push_stream(write.stream, write.first_version, position, write.count) {
+                return Err(corrupt(
+                    offset,
+                    format!(
+                        "stream {:?} continues at version {}, but has {} events",
+                        write.stream,
+                        write.first_version,
+                        index.stream_len(write.stream)
+                    ),
+                ));
+            }
+            position += u64::from(write.count);
+        }
+        if let Some(command_id) = view.command_id {
+            index.insert_command(command_id, view.first_position);
+        }
+        let loc = FrameLoc {
+            first_position: view.first_position,
+            segment,
+            offset: u32::try_from(offset)
+                .map_err(|_| corrupt(offset, "segment too large".into()))?,
+            len: checked.len as u32,
+            count: view.event_count,
+        };
+        index.push_frame(loc, None);
+        offset += HEADER_LEN + checked.len;
+    }
+    Ok(offset)
+}
+
+/// The offset of a valid frame after `bad` that belongs to a later group than the bad frame.
+fn later_group_frame(data: &[u8], bad: usize) -> Option<usize> {
+    let mut from = bad + 1;
+    while from + HEADER_LEN <= data.len() {
+        let found = data[from..]
+            .windows(frame::MAGIC.len())
+            .position(|w| w == frame::MAGIC)?;
+        let at = from + found;
+        if let Ok(checked) = frame::check(&data[at..])
+            && checked.group_start as usize > bad
+        {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Puts the payloads of the last frames of the tail segment into the cache.
+fn warm_cache(index: &mut Index, data: &Bytes, first_frame: usize) {
+    let budget = index.cache.bytes_max();
+    let mut bytes = 0;
+    let mut start = index.frames.len();
+    while start > first_frame {
+        let loc = index.frames[start - 1];
+        if bytes + loc.len as usize > budget {
+            break;
+        }
+        bytes += loc.len as usize;
+        start -= 1;
+    }
+    index.cache = super::index::FrameCache::new(budget, start);
+    for loc in &index.frames[start..] {
+        let from = loc.offset as usize + HEADER_LEN;
+        index.cache.push(data.slice(from..from + loc.len as usize));
+    }
+}

@@ -1,0 +1,124 @@
+//! The conformance suite on the embedded log, and what only the embedded log promises.
+
+use crate::conformance::conformance_tests;
+use crate::harness::run_embedded;
+
+conformance_tests!(run_embedded);
+
+use bytes::Bytes;
+use emporium_eventstore::{
+    EmbeddedStore, EventStore, ExpectedVersion, ReadFilter, Snapshot, StoreError,
+};
+
+use crate::harness::{request, small_config, with_command, write};
+
+/// Appends `n` two-stream batches with command ids `cmd-{i}`; enough to roll several small
+/// segments and evict the small cache.
+pub async fn fill(store: &EmbeddedStore, n: usize) {
+    for i in 0..n {
+        let mut batch = request(vec![
+            write(&format!("order-{i}"), ExpectedVersion::NoStream, 2),
+            write("stock-hot", ExpectedVersion::Any, 1),
+        ]);
+        batch.writes[0].events[0].payload = Bytes::from(vec![i as u8; 300]);
+        store
+            .append(with_command(batch, &format!("cmd-{i}")))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_keeps_events_command_ids_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(small_config(dir.path())).unwrap();
+    fill(&store, 400).await;
+    let snapshot = Snapshot {
+        stream: "stock-hot".into(),
+        version: 10,
+        schema: "Stock.v1".into(),
+        state: Bytes::from_static(b"state"),
+    };
+    store.save_snapshot(snapshot.clone()).await.unwrap();
+    let all = store
+        .read_all(0, &ReadFilter::default(), usize::MAX)
+        .await
+        .unwrap();
+    let hot = store.read_stream("stock-hot", 0, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 1200);
+    assert_eq!(hot.len(), 400);
+    store.close().await;
+    let segments = std::fs::read_dir(dir.path().join("log")).unwrap().count();
+    assert!(segments > 3, "only {segments} segments");
+
+    let store = EmbeddedStore::open_with(small_config(dir.path())).unwrap();
+    assert_eq!(store.head().await.unwrap(), 1200);
+    assert_eq!(
+        store
+            .read_all(0, &ReadFilter::default(), usize::MAX)
+            .await
+            .unwrap(),
+        all
+    );
+    assert_eq!(
+        store.read_stream("stock-hot", 0, usize::MAX).await.unwrap(),
+        hot
+    );
+    assert_eq!(
+        store.read_stream("stock-hot", 17, 2).await.unwrap(),
+        hot[17..19].to_vec()
+    );
+    assert_eq!(store.stream_version("order-399").await.unwrap(), Some(1));
+    assert_eq!(
+        store.load_snapshot("stock-hot").await.unwrap(),
+        Some(snapshot)
+    );
+
+    // Command ids survive the restart.
+    let retry = with_command(
+        request(vec![write("order-3", ExpectedVersion::NoStream, 2)]),
+        "cmd-3",
+    );
+    let outcome = store.append(retry).await.unwrap();
+    assert!(outcome.duplicate);
+    assert_eq!(outcome.first_position, all[9].position);
+    assert_eq!(store.head().await.unwrap(), 1200);
+
+    // And it keeps appending where it left off.
+    let next = store
+        .append(request(vec![write(
+            "stock-hot",
+            ExpectedVersion::Exact(399),
+            1,
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(next.first_position, 1201);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    match EmbeddedStore::open(dir.path()) {
+        Err(StoreError::Io(e)) => assert!(e.to_string().contains("already open"), "{e}"),
+        other => panic!("expected the second open to fail, got {other:?}"),
+    }
+    store.close().await;
+    let again = EmbeddedStore::open(dir.path()).unwrap();
+    match again
+        .append(request(vec![write("s", ExpectedVersion::Any, 1)]))
+        .await
+    {
+        Ok(outcome) => assert_eq!(outcome.first_position, 1),
+        Err(e) => panic!("{e}"),
+    }
+    again.close().await;
+    assert!(matches!(
+        again
+            .append(request(vec![write("s", ExpectedVersion::Any, 1)]))
+            .await,
+        Err(StoreError::Closed)
+    ));
+}
