@@ -1,0 +1,250 @@
+//! One pass over the matching documents collects the page (top-k after the cursor), the total,
+//! the price buckets and the stock counts; tantivy's `FacetCollector` runs beside it for the
+//! category counts.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use tantivy::collector::{Collector, SegmentCollector};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
+
+use super::cursor::After;
+use super::types::SortOrder;
+
+/// Bucket edges in minor units: `[0, 10.00)`, `[10.00, 25.00)`, ... `[1000.00, ∞)`.
+pub(crate) const PRICE_BUCKET_EDGES: [i64; 7] =
+    [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
+pub(crate) const PRICE_BUCKETS: usize = PRICE_BUCKET_EDGES.len() + 1;
+
+/// Maps an `i64` to a `u64` with the same order.
+fn monotonic(v: i64) -> u64 {
+    v.cast_unsigned() ^ (1 << 63)
+}
+
+/// The sort key of a document: smaller comes first, SKU breaks ties.
+pub(crate) fn sort_key(sort: SortOrder, score: Score, price: i64, created: i64) -> u64 {
+    match sort {
+        SortOrder::Relevance => {
+            let bits = score.to_bits();
+            let ordered = if bits & 0x8000_0000 != 0 {
+                !bits
+            } else {
+                bits | 0x8000_0000
+            };
+            u64::from(u32::MAX - ordered)
+        }
+        SortOrder::PriceAsc => monotonic(price),
+        SortOrder::PriceDesc => u64::MAX - monotonic(price),
+        SortOrder::Newest => u64::MAX - monotonic(created),
+    }
+}
+
+pub(crate) fn price_bucket(price: i64) -> usize {
+    PRICE_BUCKET_EDGES.partition_point(|edge| *edge <= price)
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub key: u64,
+    pub sku: String,
+    pub score: Score,
+    pub doc: DocAddress,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.key, &self.sku).cmp(&(other.key, &other.sku))
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Harvest {
+    /// Best first, at most `top_n`.
+    pub top: Vec<Entry>,
+    pub total: u64,
+    pub price_buckets: [u64; PRICE_BUCKETS],
+    pub in_stock: u64,
+}
+
+pub(crate) struct SearchCollector {
+    pub sort: SortOrder,
+    pub top_n: usize,
+    pub after: Option<After>,
+}
+
+pub(crate) struct SearchSegmentCollector {
+    segment_ord: SegmentOrdinal,
+    sort: SortOrder,
+    top_n: usize,
+    after: Option<After>,
+    price: Column<i64>,
+    available: Column<i64>,
+    created: Option<Column<i64>>,
+    sku: StrColumn,
+    /// A max-heap: the worst kept entry on top.
+    heap: BinaryHeap<Entry>,
+    harvest: Harvest,
+}
+
+impl Collector for SearchCollector {
+    type Fruit = Harvest;
+    type Child = SearchSegmentCollector;
+
+    fn for_segment(
+        &self,
+        segment_ord: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<SearchSegmentCollector> {
+        let fast = segment.fast_fields();
+        let created = match self.sort {
+            SortOrder::Newest => Some(fast.i64("created")?),
+            _ => None,
+        };
+        let sku = fast
+            .str("sku")?
+            .ok_or_else(|| TantivyError::SchemaError("sku is not a fast field".into()))?;
+        Ok(SearchSegmentCollector {
+            segment_ord,
+            sort: self.sort,
+            top_n: self.top_n,
+            after: self.after.clone(),
+            price: fast.i64("price")?,
+            available: fast.i64("available")?,
+            created,
+            sku,
+            heap: BinaryHeap::with_capacity(self.top_n + 1),
+            harvest: Harvest::default(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.sort == SortOrder::Relevance
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Harvest>) -> tantivy::Result<Harvest> {
+        let mut merged = Harvest::default();
+        for fruit in fruits {
+            merged.top.extend(fruit.top);
+            merged.total += fruit.total;
+            merged.in_stock += fruit.in_stock;
+            for (sum, count) in merged.price_buckets.iter_mut().zip(fruit.price_buckets) {
+                *sum += count;
+            }
+        }
+        merged.top.sort_unstable();
+        merged.top.truncate(self.top_n);
+        Ok(merged)
+    }
+}
+
+impl SearchSegmentCollector {
+    fn read_sku(&self, doc: DocId) -> String {
+        let mut sku = String::new();
+        if let Some(ord) = self.sku.ords().first(doc) {
+            // An I/O error reading the dictionary leaves the SKU empty: the hit still sorts
+            // deterministically, and the stored document is what the response shows.
+            let _ = self.sku.ord_to_str(ord, &mut sku);
+        }
+        sku
+    }
+}
+
+impl SegmentCollector for SearchSegmentCollector {
+    type Fruit = Harvest;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        let price = self.price.first(doc).unwrap_or(0);
+        let harvest = &mut self.harvest;
+        harvest.total += 1;
+        harvest.price_buckets[price_bucket(price)] += 1;
+        if self.available.first(doc).unwrap_or(0) > 0 {
+            harvest.in_stock += 1;
+        }
+
+        let created = match &self.created {
+            Some(column) => column.first(doc).unwrap_or(0),
+            None => 0,
+        };
+        let key = sort_key(self.sort, score, price, created);
+        let mut sku = None;
+        if let Some(after) = &self.after {
+            match key.cmp(&after.key) {
+                Ordering::Less => return,
+                Ordering::Equal => {
+                    let s = self.read_sku(doc);
+                    if s <= after.sku {
+                        return;
+                    }
+                    sku = Some(s);
+                }
+                Ordering::Greater => {}
+            }
+        }
+        if self.heap.len() >= self.top_n {
+            let Some(worst) = self.heap.peek() else {
+                return;
+            };
+            match key.cmp(&worst.key) {
+                Ordering::Greater => return,
+                Ordering::Equal => {
+                    let s = sku.take().unwrap_or_else(|| self.read_sku(doc));
+                    if s >= worst.sku {
+                        return;
+                    }
+                    sku = Some(s);
+                }
+                Ordering::Less => {}
+            }
+            self.heap.pop();
+        }
+        let sku = sku.unwrap_or_else(|| self.read_sku(doc));
+        self.heap.push(Entry {
+            key,
+            sku,
+            score,
+            doc: DocAddress::new(self.segment_ord, doc),
+        });
+    }
+
+    fn harvest(mut self) -> Harvest {
+        self.harvest.top = self.heap.into_sorted_vec();
+        self.harvest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_keys_order_like_the_sort() {
+        let k = |s, score, price, created| sort_key(s, score, price, created);
+        assert!(k(SortOrder::Relevance, 9.5, 0, 0) < k(SortOrder::Relevance, 1.25, 0, 0));
+        assert!(k(SortOrder::Relevance, 0.0, 0, 0) < k(SortOrder::Relevance, -1.0, 0, 0));
+        assert!(k(SortOrder::PriceAsc, 0.0, -5, 0) < k(SortOrder::PriceAsc, 0.0, 7, 0));
+        assert!(k(SortOrder::PriceDesc, 0.0, 7, 0) < k(SortOrder::PriceDesc, 0.0, -5, 0));
+        assert!(k(SortOrder::Newest, 0.0, 0, 10) < k(SortOrder::Newest, 0.0, 0, 3));
+    }
+
+    #[test]
+    fn buckets() {
+        assert_eq!(price_bucket(0), 0);
+        assert_eq!(price_bucket(999), 0);
+        assert_eq!(price_bucket(1_000), 1);
+        assert_eq!(price_bucket(99_999), 6);
+        assert_eq!(price_bucket(100_000), 7);
+        assert_eq!(price_bucket(i64::MAX), 7);
+    }
+}
