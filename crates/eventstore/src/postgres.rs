@@ -1,9 +1,827 @@
-//! The PostgreSQL backend (written next).
+//! The PostgreSQL backend, for several API nodes on one shared store.
+//!
+//! One writer task per store groups the appends queued to it into one transaction:
+//!
+//! 1. create the rows of new streams (`ON CONFLICT DO NOTHING`) and lock every stream row of the
+//!    group (`FOR UPDATE`), in stream-name order, so groups of different nodes cannot deadlock;
+//! 2. claim the group's command ids (`INSERT ... ON CONFLICT DO NOTHING RETURNING`): an id that
+//!    is not returned was appended before, and its stored outcome is the answer;
+//! 3. check every request's expected versions in Rust, in queue order, against the locked
+//!    versions plus the effect of the earlier requests of the group: a conflict fails only its
+//!    own request (no savepoints needed: nothing was written for it);
+//! 4. take the position range for the accepted requests from `es_log_head` (its row lock is held
+//!    until commit: positions become visible in position order, see
+//!    docs/adr/0001-postgres-subscription-ordering.md), insert all events with one `UNNEST`,
+//!    update stream versions and command outcomes, drop the claims of rejected requests,
+//!    `pg_notify`, commit.
+//!
+//! Subscribers wake on the notification (LISTEN on a dedicated connection) and poll as a
+//! fallback.
 
-/// How to connect a [`PostgresStore`].
-#[derive(Clone, Debug)]
-pub struct PostgresConfig {}
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The PostgreSQL event store.
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::follow::{self, Scan, Source};
+use crate::{
+    AppendOutcome, AppendRequest, AppendTicket, EventStore, ExpectedVersion, Metadata, Position,
+    ReadFilter, RecordedEvent, Snapshot, StoreError, StreamHead, StreamVersion, Subscription,
+    validate_request,
+};
+
+const NOTIFY_CHANNEL: &str = "emporium_eventstore";
+const MIGRATIONS_TABLE: &str = "_emporium_eventstore_migrations";
+
+/// How to connect a [`PostgresStore`]. `PostgresConfig::new(url)` has sensible defaults.
 #[derive(Clone, Debug)]
-pub struct PostgresStore {}
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/database`.
+    pub url: String,
+    pub pool_connections_max: u32,
+    /// Appends waiting for the writer task; callers wait (back-pressure) when it is full.
+    pub queue_appends_max: usize,
+    /// The most appends grouped into one transaction.
+    pub group_appends_max: usize,
+    /// How often a live subscription checks for new events when no notification arrives.
+    pub poll_interval: Duration,
+    /// The most events a subscription yields in one batch.
+    pub subscription_batch_max: usize,
+    /// Run the embedded migrations on connect.
+    pub migrate: bool,
+}
+
+impl PostgresConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresConfig {
+            url: url.into(),
+            pool_connections_max: 16,
+            queue_appends_max: 4096,
+            group_appends_max: 512,
+            poll_interval: Duration::from_millis(500),
+            subscription_batch_max: 1024,
+            migrate: true,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+enum Command {
+    Append {
+        request: AppendRequest,
+        reply: Reply,
+    },
+    Close(oneshot::Sender<()>),
+}
+
+struct Inner {
+    pool: PgPool,
+    tx: mpsc::Sender<Command>,
+    head_tx: Arc<watch::Sender<Position>>,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    poll_interval: Duration,
+    subscription_batch_max: usize,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.lock().take() {
+            listener.abort();
+        }
+    }
+}
+
+/// The PostgreSQL event store. Cheap to clone; every clone is the same store. Needs a tokio
+/// runtime (it runs a writer task and a LISTEN task).
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// The embedded migrations (crates/eventstore/migrations), with their own migrations table.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+impl PostgresStore {
+    /// Connects with the default configuration and migrates the schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(PostgresConfig::new(url)).await
+    }
+
+    pub async fn connect_with(config: PostgresConfig) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_connections_max.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&config.url)
+            .await
+            .map_err(db)?;
+        Self::from_pool(pool, config).await
+    }
+
+    /// Uses an existing pool (`config.url` is then unused).
+    pub async fn from_pool(pool: PgPool, config: PostgresConfig) -> Result<Self, StoreError> {
+        if config.migrate {
+            migrator()
+                .run(&pool)
+                .await
+                .map_err(|e| StoreError::Database(format!("migrating the event store: {e}")))?;
+        }
+        let head = read_head(&pool).await?;
+        let head_tx = Arc::new(watch::channel(head).0);
+        let (tx, rx) = mpsc::channel(config.queue_appends_max.max(1));
+        tokio::spawn(run_writer(
+            pool.clone(),
+            head_tx.clone(),
+            rx,
+            config.group_appends_max.max(1),
+        ));
+        let listener = tokio::spawn(run_listener(pool.clone(), head_tx.clone()));
+        Ok(PostgresStore {
+            inner: Arc::new(Inner {
+                pool,
+                tx,
+                head_tx,
+                listener: Mutex::new(Some(listener)),
+                poll_interval: config.poll_interval,
+                subscription_batch_max: config.subscription_batch_max,
+            }),
+        })
+    }
+
+    /// The connection pool (for tools and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Stops the writer after the appends already queued, stops listening and closes the pool.
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.inner.tx.send(Command::Close(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+        if let Some(listener) = self.inner.listener.lock().take() {
+            listener.abort();
+        }
+        self.inner.pool.close().await;
+    }
+}
+
+async fn read_head(pool: &PgPool) -> Result<Position, StoreError> {
+    let head: i64 = sqlx::query_scalar("SELECT position FROM es_log_head")
+        .fetch_one(pool)
+        .await
+        .map_err(db)?;
+    Ok(head as u64)
+}
+
+/// Feeds the head watch from NOTIFY; reconnects after errors (the subscriptions poll meanwhile).
+async fn run_listener(pool: PgPool, head_tx: Arc<watch::Sender<Position>>) {
+    loop {
+        let result: Result<(), sqlx::Error> = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(NOTIFY_CHANNEL).await?;
+            loop {
+                let notification = listener.recv().await?;
+                if let Ok(position) = notification.payload().parse::<u64>() {
+                    advance(&head_tx, position);
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "event store LISTEN connection failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn advance(head_tx: &watch::Sender<Position>, position: Position) {
+    head_tx.send_if_modified(|head| {
+        let moved = position > *head;
+        if moved {
+            *head = position;
+        }
+        moved
+    });
+}
+
+async fn run_writer(
+    pool: PgPool,
+    head_tx: Arc<watch::Sender<Position>>,
+    mut rx: mpsc::Receiver<Command>,
+    group_appends_max: usize,
+) {
+    let mut group: Vec<(AppendRequest, Reply)> = Vec::new();
+    let mut close = None;
+    while close.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append { request, reply } => group.push((request, reply)),
+                Command::Close(reply) => {
+                    close = Some(reply);
+                    break;
+                }
+            }
+            if group.len() >= group_appends_max {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let requests: Vec<&AppendRequest> = group.iter().map(|(r, _)| r).collect();
+        let answers = match commit_group(&pool, &requests).await {
+            Ok((answers, head)) => {
+                if let Some(head) = head {
+                    advance(&head_tx, head);
+                }
+                answers
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, appends = group.len(), "event store transaction failed");
+                requests
+                    .iter()
+                    .map(|_| Err(StoreError::Database(e.to_string())))
+                    .collect()
+            }
+        };
+        for ((_, reply), answer) in group.drain(..).zip(answers) {
+            let _ = reply.send(answer);
+        }
+    }
+    rx.close();
+    while let Ok(command) = rx.try_recv() {
+        if let Command::Append { reply, .. } = command {
+            let _ = reply.send(Err(StoreError::Closed));
+        }
+    }
+    if let Some(reply) = close {
+        let _ = reply.send(());
+    }
+}
+
+enum Verdict {
+    Done(Result<AppendOutcome, StoreError>),
+    Accepted { first_versions: Vec<u64> },
+    DuplicateOf(usize),
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One transaction for a group of appends; returns one answer per request and the new head.
+async fn commit_group(
+    pool: &PgPool,
+    requests: &[&AppendRequest],
+) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Option<Position>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+
+    // 1. Stream rows: create missing ones, lock all, in name order.
+    let mut names: Vec<&str> = requests
+        .iter()
+        .flat_map(|r| r.writes.iter().map(|w| w.stream.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    sqlx::query(
+        "INSERT INTO es_streams (stream_id, version) \
+         SELECT s, -1 FROM UNNEST($1::text[]) AS s ORDER BY s ON CONFLICT DO NOTHING",
+    )
+    .bind(&names)
+    .execute(&mut *tx)
+    .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1) \
+         ORDER BY stream_id FOR UPDATE",
+    )
+    .bind(&names)
+    .fetch_all(&mut *tx)
+    .await?;
+    let stored: HashMap<String, i64> = rows.into_iter().collect();
+
+    // 2. Command ids: claim the new ones, fetch the outcomes of the others.
+    let mut command_ids: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.command_id.as_deref())
+        .collect();
+    command_ids.sort_unstable();
+    command_ids.dedup();
+    let mut known: HashMap<String, Option<AppendOutcome>> = HashMap::new();
+    if !command_ids.is_empty() {
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO es_commands (command_id) \
+             SELECT c FROM UNNEST($1::text[]) AS c ORDER BY c ON CONFLICT DO NOTHING \
+             RETURNING command_id",
+        )
+        .bind(&command_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let claimed: HashSet<&str> = claimed.iter().map(String::as_str).collect();
+        let existing: Vec<&str> = command_ids
+            .iter()
+            .copied()
+            .filter(|c| !claimed.contains(c))
+            .collect();
+        if !existing.is_empty() {
+            let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
+                "SELECT command_id, outcome FROM es_commands WHERE command_id = ANY($1)",
+            )
+            .bind(&existing)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (id, outcome) in rows {
+                let outcome = outcome.and_then(|b| postcard::from_bytes(&b).ok());
+                known.insert(id, outcome);
+            }
+        }
+    }
+
+    // 3. Expected versions, in queue order.
+    let mut heads: HashMap<&str, u64> = HashMap::new();
+    let mut in_group: HashMap<&str, usize> = HashMap::new();
+    let mut verdicts = Vec::with_capacity(requests.len());
+    'requests: for (i, request) in requests.iter().enumerate() {
+        if let Some(command_id) = request.command_id.as_deref() {
+            if let Some(&j) = in_group.get(command_id) {
+                verdicts.push(Verdict::DuplicateOf(j));
+                continue;
+            }
+            if let Some(outcome) = known.get(command_id) {
+                let answer = match outcome {
+                    Some(outcome) => Ok(AppendOutcome {
+                        duplicate: true,
+                        ..outcome.clone()
+                    }),
+                    None => Err(StoreError::Database(format!(
+                        "the stored outcome of command {command_id:?} is unreadable"
+                    ))),
+                };
+                verdicts.push(Verdict::Done(answer));
+                continue;
+            }
+        }
+        let mut first_versions = Vec::with_capacity(request.writes.len());
+        for write in &request.writes {
+            let len = match heads.get(write.stream.as_str()) {
+                Some(&len) => len,
+                None => (stored.get(&write.stream).copied().unwrap_or(-1) + 1) as u64,
+            };
+            let ok = match write.expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream => len == 0,
+                ExpectedVersion::Exact(v) => v.checked_add(1) == Some(len),
+            };
+            if !ok {
+                verdicts.push(Verdict::Done(Err(StoreError::Conflict {
+                    stream: write.stream.clone(),
+                    expected: write.expected,
+                    actual: len.checked_sub(1),
+                })));
+                continue 'requests;
+            }
+            first_versions.push(len);
+        }
+        for (write, &len) in request.writes.iter().zip(&first_versions) {
+            heads.insert(write.stream.as_str(), len + write.events.len() as u64);
+        }
+        if let Some(command_id) = request.command_id.as_deref() {
+            in_group.insert(command_id, i);
+        }
+        verdicts.push(Verdict::Accepted { first_versions });
+    }
+
+    let total: u64 = requests
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| matches!(v, Verdict::Accepted { .. }))
+        .map(|(r, _)| r.writes.iter().map(|w| w.events.len() as u64).sum::<u64>())
+        .sum();
+    if total == 0 {
+        // Nothing to write: dropping the transaction rolls back the claims and stream rows.
+        tx.rollback().await?;
+        return Ok((answer_all(verdicts, &[]), None));
+    }
+
+    // 4. Positions, under the log head's row lock (held until commit).
+    let end: i64 =
+        sqlx::query_scalar("UPDATE es_log_head SET position = position + $1 RETURNING position")
+            .bind(to_i64(total))
+            .fetch_one(&mut *tx)
+            .await?;
+    let mut next = end as u64 - total + 1;
+
+    let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(requests.len());
+    let mut cols = Columns::default();
+    for (request, verdict) in requests.iter().zip(&verdicts) {
+        let Verdict::Accepted { first_versions } = verdict else {
+            outcomes.push(None);
+            continue;
+        };
+        let first_position = next;
+        let mut streams = Vec::with_capacity(request.writes.len());
+        for (write, &first_version) in request.writes.iter().zip(first_versions) {
+            for (k, event) in write.events.iter().enumerate() {
+                cols.push(next, &write.stream, first_version + k as u64, event);
+                next += 1;
+            }
+            streams.push(StreamHead {
+                stream: write.stream.clone(),
+                version: first_version + write.events.len() as u64 - 1,
+            });
+        }
+        outcomes.push(Some(AppendOutcome {
+            first_position,
+            last_position: next - 1,
+            streams,
+            duplicate: false,
+        }));
+    }
+    debug_assert_eq!(next - 1, end as u64);
+    sqlx::query(
+        "INSERT INTO es_events (position, stream_id, version, event_id, event_type, payload, \
+         correlation_id, causation_id, command_id, api_key_id, recorded_at_micros) \
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
+         $6::bytea[], $7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::bigint[])",
+    )
+    .bind(&cols.position)
+    .bind(&cols.stream)
+    .bind(&cols.version)
+    .bind(&cols.event_id)
+    .bind(&cols.event_type)
+    .bind(&cols.payload)
+    .bind(&cols.correlation_id)
+    .bind(&cols.causation_id)
+    .bind(&cols.command_id)
+    .bind(&cols.api_key_id)
+    .bind(&cols.recorded_at)
+    .execute(&mut *tx)
+    .await?;
+
+    let (head_names, head_versions): (Vec<&str>, Vec<i64>) = heads
+        .iter()
+        .map(|(name, len)| (*name, to_i64(*len) - 1))
+        .unzip();
+    sqlx::query(
+        "UPDATE es_streams AS s SET version = u.version \
+         FROM UNNEST($1::text[], $2::bigint[]) AS u(stream_id, version) \
+         WHERE s.stream_id = u.stream_id",
+    )
+    .bind(&head_names)
+    .bind(&head_versions)
+    .execute(&mut *tx)
+    .await?;
+
+    if !command_ids.is_empty() {
+        store_command_outcomes(&mut tx, requests, &verdicts, &outcomes, &known).await?;
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(end.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((answer_all(verdicts, &outcomes), Some(end as u64)))
+}
+
+/// Records the outcomes of the accepted commands and releases the claims of the rejected ones.
+async fn store_command_outcomes(
+    tx: &mut Transaction<'static, Postgres>,
+    requests: &[&AppendRequest],
+    verdicts: &[Verdict],
+    outcomes: &[Option<AppendOutcome>],
+    known: &HashMap<String, Option<AppendOutcome>>,
+) -> Result<(), sqlx::Error> {
+    let mut done_ids: Vec<&str> = Vec::new();
+    let mut done_outcomes: Vec<Vec<u8>> = Vec::new();
+    let mut released: Vec<&str> = Vec::new();
+    for ((request, verdict), outcome) in requests.iter().zip(verdicts).zip(outcomes) {
+        let Some(id) = request.command_id.as_deref() else {
+            continue;
+        };
+        match (verdict, outcome) {
+            (Verdict::Accepted { .. }, Some(outcome)) => {
+                let bytes =
+                    postcard::to_stdvec(outcome).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                done_ids.push(id);
+                done_outcomes.push(bytes);
+            }
+            (Verdict::Done(Err(_)), _) if !known.contains_key(id) => released.push(id),
+            _ => {}
+        }
+    }
+    // An id both rejected and (later in the group) accepted keeps its claim.
+    released.retain(|id| !done_ids.contains(id));
+    if !done_ids.is_empty() {
+        sqlx::query(
+            "UPDATE es_commands AS c SET outcome = u.outcome \
+             FROM UNNEST($1::text[], $2::bytea[]) AS u(command_id, outcome) \
+             WHERE c.command_id = u.command_id",
+        )
+        .bind(&done_ids)
+        .bind(&done_outcomes)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !released.is_empty() {
+        sqlx::query("DELETE FROM es_commands WHERE command_id = ANY($1)")
+            .bind(&released)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+fn answer_all(
+    verdicts: Vec<Verdict>,
+    outcomes: &[Option<AppendOutcome>],
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    let outcome_of = |i: usize, duplicate: bool| {
+        outcomes
+            .get(i)
+            .cloned()
+            .flatten()
+            .map(|o| AppendOutcome { duplicate, ..o })
+            .ok_or_else(|| StoreError::Database("an accepted append has no outcome".into()))
+    };
+    verdicts
+        .into_iter()
+        .enumerate()
+        .map(|(i, verdict)| match verdict {
+            Verdict::Done(answer) => answer,
+            Verdict::Accepted { .. } => outcome_of(i, false),
+            Verdict::DuplicateOf(j) => outcome_of(j, true),
+        })
+        .collect()
+}
+
+/// The events of a group, column by column, for one `INSERT ... SELECT FROM UNNEST`.
+#[derive(Default)]
+struct Columns<'a> {
+    position: Vec<i64>,
+    stream: Vec<&'a str>,
+    version: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'a str>,
+    payload: Vec<&'a [u8]>,
+    correlation_id: Vec<Option<Uuid>>,
+    causation_id: Vec<Option<Uuid>>,
+    command_id: Vec<Option<&'a str>>,
+    api_key_id: Vec<Option<&'a str>>,
+    recorded_at: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn push(&mut self, position: u64, stream: &'a str, version: u64, e: &'a crate::EventData) {
+        self.position.push(to_i64(position));
+        self.stream.push(stream);
+        self.version.push(to_i64(version));
+        self.event_id.push(e.event_id);
+        self.event_type.push(&e.event_type);
+        self.payload.push(&e.payload);
+        self.correlation_id.push(e.metadata.correlation_id);
+        self.causation_id.push(e.metadata.causation_id);
+        self.command_id.push(e.metadata.command_id.as_deref());
+        self.api_key_id.push(e.metadata.api_key_id.as_deref());
+        self.recorded_at.push(e.metadata.recorded_at_micros);
+    }
+}
+
+fn decode_row(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    Ok(RecordedEvent {
+        position: row.try_get::<i64, _>(0)? as u64,
+        stream: row.try_get(1)?,
+        version: row.try_get::<i64, _>(2)? as u64,
+        event_id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        payload: Bytes::from(row.try_get::<Vec<u8>, _>(5)?),
+        metadata: Metadata {
+            correlation_id: row.try_get(6)?,
+            causation_id: row.try_get(7)?,
+            command_id: row.try_get(8)?,
+            api_key_id: row.try_get(9)?,
+            recorded_at_micros: row.try_get(10)?,
+        },
+    })
+}
+
+impl Inner {
+    /// Events in `(after, upto]` matching `filter`, at most `limit`, in position order.
+    async fn read_range(
+        &self,
+        after: Position,
+        upto: Position,
+        filter: &ReadFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, stream_id, version, event_id, event_type, payload, \
+             correlation_id, causation_id, command_id, api_key_id, recorded_at_micros \
+             FROM es_events WHERE position > $1 AND position <= $2 \
+             AND ($3::text IS NULL OR starts_with(stream_id, $3)) \
+             AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
+             ORDER BY position LIMIT $5",
+        )
+        .bind(to_i64(after))
+        .bind(to_i64(upto))
+        .bind(filter.stream_prefix.as_deref())
+        .bind(&filter.event_types)
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(decode_row)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+}
+
+/// How far one subscription step looks past `after` when a filter may skip most events.
+const SCAN_WINDOW: u64 = 1 << 16;
+
+impl Source for Inner {
+    async fn scan(
+        &self,
+        after: Position,
+        filter: &ReadFilter,
+        limit: usize,
+    ) -> Result<Scan, StoreError> {
+        // Every position up to the committed head is committed (positions are allocated in
+        // commit order), so reading up to it never skips a later commit.
+        let head = read_head(&self.pool).await?;
+        advance(&self.head_tx, head);
+        let upto = if filter == &ReadFilter::default() {
+            head
+        } else {
+            head.min(after.saturating_add(SCAN_WINDOW))
+        };
+        if upto <= after {
+            return Ok(Scan {
+                events: Vec::new(),
+                scanned_to: after,
+                head,
+            });
+        }
+        let events = self.read_range(after, upto, filter, limit).await?;
+        let scanned_to = match events.last() {
+            Some(last) if events.len() >= limit => last.position,
+            _ => upto,
+        };
+        Ok(Scan {
+            events,
+            scanned_to,
+            head,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        self.submit(request).await?.await
+    }
+
+    async fn submit(&self, request: AppendRequest) -> Result<AppendTicket, StoreError> {
+        validate_request(&request)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command::Append { request, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(Box::pin(async move {
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        }))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 || from_version > i64::MAX as u64 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT position, stream_id, version, event_id, event_type, payload, \
+             correlation_id, causation_id, command_id, api_key_id, recorded_at_micros \
+             FROM es_events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3",
+        )
+        .bind(stream)
+        .bind(to_i64(from_version))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        rows.iter()
+            .map(decode_row)
+            .collect::<Result<_, _>>()
+            .map_err(db)
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        filter: &ReadFilter,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.inner
+            .read_range(after, i64::MAX as u64, filter, limit)
+            .await
+    }
+
+    async fn subscribe(
+        &self,
+        after: Position,
+        filter: ReadFilter,
+    ) -> Result<Subscription, StoreError> {
+        Ok(follow::follow(
+            self.inner.clone(),
+            self.inner.head_tx.subscribe(),
+            after,
+            filter,
+            self.inner.subscription_batch_max,
+            Some(self.inner.poll_interval),
+        ))
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        read_head(&self.inner.pool).await
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<StreamVersion>, StoreError> {
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM es_streams WHERE stream_id = $1")
+                .bind(stream)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(db)?;
+        Ok(version.and_then(|v| u64::try_from(v).ok()))
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO es_snapshots (stream_id, version, schema, state) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (stream_id) DO UPDATE \
+             SET version = EXCLUDED.version, schema = EXCLUDED.schema, state = EXCLUDED.state \
+             WHERE es_snapshots.version <= EXCLUDED.version",
+        )
+        .bind(&snapshot.stream)
+        .bind(to_i64(snapshot.version))
+        .bind(&snapshot.schema)
+        .bind(snapshot.state.as_ref())
+        .execute(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(String, i64, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT stream_id, version, schema, state FROM es_snapshots WHERE stream_id = $1",
+        )
+        .bind(stream)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(db)?;
+        Ok(row.map(|(stream, version, schema, state)| Snapshot {
+            stream,
+            version: version as u64,
+            schema,
+            state: Bytes::from(state),
+        }))
+    }
+}
