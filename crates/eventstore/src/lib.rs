@@ -73,6 +73,26 @@ pub enum ExpectedVersion {
     Exact(StreamVersion),
 }
 
+impl ExpectedVersion {
+    /// Checks this expectation against a stream that holds `len` events (`len == 0`: no stream).
+    pub fn check(self, stream: &str, len: u64) -> Result<(), StoreError> {
+        let ok = match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => len == 0,
+            ExpectedVersion::Exact(v) => v.checked_add(1) == Some(len),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                stream: stream.to_owned(),
+                expected: self,
+                actual: len.checked_sub(1),
+            })
+        }
+    }
+}
+
 impl fmt::Display for ExpectedVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

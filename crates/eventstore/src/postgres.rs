@@ -33,9 +33,8 @@ use uuid::Uuid;
 
 use crate::follow::{self, Scan, Source};
 use crate::{
-    AppendOutcome, AppendRequest, AppendTicket, EventStore, ExpectedVersion, Metadata, Position,
-    ReadFilter, RecordedEvent, Snapshot, StoreError, StreamHead, StreamVersion, Subscription,
-    validate_request,
+    AppendOutcome, AppendRequest, AppendTicket, EventStore, Metadata, Position, ReadFilter,
+    RecordedEvent, Snapshot, StoreError, StreamHead, StreamVersion, Subscription, validate_request,
 };
 
 const NOTIFY_CHANNEL: &str = "emporium_eventstore";
@@ -395,17 +394,8 @@ async fn commit_group(
                 Some(&len) => len,
                 None => (stored.get(&write.stream).copied().unwrap_or(-1) + 1) as u64,
             };
-            let ok = match write.expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream => len == 0,
-                ExpectedVersion::Exact(v) => v.checked_add(1) == Some(len),
-            };
-            if !ok {
-                verdicts.push(Verdict::Done(Err(StoreError::Conflict {
-                    stream: write.stream.clone(),
-                    expected: write.expected,
-                    actual: len.checked_sub(1),
-                })));
+            if let Err(conflict) = write.expected.check(&write.stream, len) {
+                verdicts.push(Verdict::Done(Err(conflict)));
                 continue 'requests;
             }
             first_versions.push(len);

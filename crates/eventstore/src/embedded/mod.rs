@@ -122,20 +122,7 @@ impl EmbeddedStore {
         let snapshots_dir = config.dir.join("snapshots");
         std::fs::create_dir_all(&log_dir)?;
         std::fs::create_dir_all(&snapshots_dir)?;
-        let dir_lock = File::create(config.dir.join("LOCK"))?;
-        match dir_lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Io(std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    format!(
-                        "the event store in {} is already open in another process",
-                        config.dir.display()
-                    ),
-                )));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
-        }
+        let dir_lock = lock_dir(&config.dir)?;
 
         let mut paths = recovery::list_segments(&log_dir)?;
         if paths.is_empty() {
@@ -205,6 +192,33 @@ impl EmbeddedStore {
         let handle = self.inner.writer.lock().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Takes the directory's lock file. A lock that is busy is retried for a moment: a process that
+/// forks holds a copy of every descriptor until it execs, so a store closed while another thread
+/// spawns a child may stay locked for a few microseconds.
+fn lock_dir(dir: &std::path::Path) -> Result<File, StoreError> {
+    let lock = File::create(dir.join("LOCK"))?;
+    let mut attempts = 0;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) if attempts < 50 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Io(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "the event store in {} is already open in another process",
+                        dir.display()
+                    ),
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
         }
     }
 }

@@ -20,7 +20,7 @@ use super::Shared;
 use super::index::{FrameLoc, Index, Segment};
 use super::recovery::{open_segment, segment_name};
 use crate::frame::{self, FrameView, HEADER_LEN};
-use crate::{AppendOutcome, AppendRequest, ExpectedVersion, Position, StoreError, StreamHead};
+use crate::{AppendOutcome, AppendRequest, Position, StoreError, StreamHead};
 
 pub(crate) type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
 
@@ -235,17 +235,8 @@ impl Writer {
                     Some(&len) => len,
                     None => index.stream_len(&write.stream),
                 };
-                let ok = match write.expected {
-                    ExpectedVersion::Any => true,
-                    ExpectedVersion::NoStream => len == 0,
-                    ExpectedVersion::Exact(v) => v.checked_add(1) == Some(len),
-                };
-                if !ok {
-                    verdicts.push(Verdict::Done(Err(StoreError::Conflict {
-                        stream: write.stream.clone(),
-                        expected: write.expected,
-                        actual: len.checked_sub(1),
-                    })));
+                if let Err(conflict) = write.expected.check(&write.stream, len) {
+                    verdicts.push(Verdict::Done(Err(conflict)));
                     continue 'requests;
                 }
                 first_versions.push(len);
