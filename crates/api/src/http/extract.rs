@@ -13,7 +13,7 @@
 //! command DTO should).
 
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -172,12 +172,26 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(value)) => Ok(ApiPath(value)),
-            Err(rejection) => Err(path_rejection(rejection)),
+            Err(rejection) => {
+                // A single primitive (`ApiPath<u32>`) fails without the parameter's name; the
+                // route's only parameter is the one.
+                let only = RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .ok()
+                    .and_then(|params| {
+                        let mut names = params.iter().map(|(name, _)| name.to_owned());
+                        match (names.next(), names.next()) {
+                            (Some(name), None) => Some(name),
+                            _ => None,
+                        }
+                    });
+                Err(path_rejection(rejection, only))
+            }
         }
     }
 }
 
-fn path_rejection(rejection: PathRejection) -> ApiError {
+fn path_rejection(rejection: PathRejection, only_param: Option<String>) -> ApiError {
     use axum::extract::path::ErrorKind;
     let PathRejection::FailedToDeserializePathParams(error) = rejection else {
         return ApiError::internal(format!("path extractor misused: {rejection}"));
@@ -200,7 +214,7 @@ fn path_rejection(rejection: PathRejection) -> ApiError {
             value,
             expected_type,
         } => (
-            "path".to_owned(),
+            only_param.clone().unwrap_or_else(|| "path".to_owned()),
             format!("{value:?} is not a valid {expected_type}"),
         ),
         ErrorKind::InvalidUtf8InPathParam { key } => (key, "is not valid UTF-8".to_owned()),
@@ -209,7 +223,7 @@ fn path_rejection(rejection: PathRejection) -> ApiError {
             value: _,
             message,
         } => (key, message),
-        ErrorKind::Message(message) => ("path".to_owned(), message),
+        ErrorKind::Message(message) => (only_param.unwrap_or_else(|| "path".to_owned()), message),
         kind @ (ErrorKind::WrongNumberOfParameters { .. } | ErrorKind::UnsupportedType { .. }) => {
             return ApiError::internal(format!("path extractor misused: {kind}"));
         }

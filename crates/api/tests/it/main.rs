@@ -1,1 +1,18 @@
+//! The integration tests of the HTTP layer: one binary, one module per concern, every HTTP test
+//! through `tower::ServiceExt::oneshot` on `app_with_routes(...)` with dummy routes (no socket).
+//!
+//! - `api_store`: the `ApiStore` contract, generic, run on redb and on PostgreSQL.
+//! - `auth`: 401, 403, 429, bootstrap.
+//! - `errors`: every class of bad input as problem+json.
+//! - `idempotency`: replay, 409, 422, per key, across a restart and across nodes.
+//! - `ops`: health, ready, metrics, OpenAPI.
 
+// Tests may unwrap (clippy.toml allows it in #[test] functions; the helpers here are tests too).
+#![allow(clippy::unwrap_used)]
+
+mod api_store;
+mod auth;
+mod errors;
+mod idempotency;
+mod ops;
+mod support;
