@@ -37,6 +37,20 @@ fn response(n: u8) -> StoredResponse {
     }
 }
 
+/// `idempotency_begin`, unwrapped.
+async fn begin(
+    store: &dyn ApiStore,
+    id: &IdempotencyId,
+    fingerprint: [u8; 32],
+    now: i64,
+    lease_until: i64,
+) -> IdempotencyBegin {
+    store
+        .idempotency_begin(id, fingerprint, now, lease_until)
+        .await
+        .unwrap()
+}
+
 #[track_caller]
 fn started(begin: IdempotencyBegin) -> uuid::Uuid {
     match begin {
@@ -89,24 +103,13 @@ async fn the_first_key_is_created_only_in_an_empty_store(store: Arc<dyn ApiStore
 
 async fn a_key_runs_once_then_replays(store: Arc<dyn ApiStore>) {
     let k = id("key1", "order-1");
-    let token = started(
-        store
-            .idempotency_begin(&k, [1; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
-    );
+    let token = started(begin(&*store, &k, [1; 32], T0, T0 + 60).await);
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 1, T0 + 61)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [1; 32], T0 + 1, T0 + 61).await,
         IdempotencyBegin::InFlight
     );
     assert_eq!(
-        store
-            .idempotency_begin(&k, [2; 32], T0 + 1, T0 + 61)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [2; 32], T0 + 1, T0 + 61).await,
         IdempotencyBegin::Mismatch
     );
     store
@@ -114,79 +117,40 @@ async fn a_key_runs_once_then_replays(store: Arc<dyn ApiStore>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 2, T0 + 62)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [1; 32], T0 + 2, T0 + 62).await,
         IdempotencyBegin::Completed(response(1))
     );
     assert_eq!(
-        store
-            .idempotency_begin(&k, [2; 32], T0 + 2, T0 + 62)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [2; 32], T0 + 2, T0 + 62).await,
         IdempotencyBegin::Mismatch
     );
 }
 
 async fn keys_are_scoped_to_the_api_key(store: Arc<dyn ApiStore>) {
-    started(
-        store
-            .idempotency_begin(&id("alice", "1"), [1; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
-    );
-    started(
-        store
-            .idempotency_begin(&id("bob", "1"), [2; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
-    );
+    started(begin(&*store, &id("alice", "1"), [1; 32], T0, T0 + 60).await);
+    started(begin(&*store, &id("bob", "1"), [2; 32], T0, T0 + 60).await);
 }
 
 async fn a_released_key_runs_again(store: Arc<dyn ApiStore>) {
     let k = id("key1", "r");
-    let token = started(
-        store
-            .idempotency_begin(&k, [1; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
-    );
+    let token = started(begin(&*store, &k, [1; 32], T0, T0 + 60).await);
     // Someone else's token changes nothing.
     store
         .idempotency_release(&k, uuid::Uuid::now_v7())
         .await
         .unwrap();
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [1; 32], T0, T0 + 60).await,
         IdempotencyBegin::InFlight
     );
     store.idempotency_release(&k, token).await.unwrap();
-    started(
-        store
-            .idempotency_begin(&k, [3; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
-    );
+    started(begin(&*store, &k, [3; 32], T0, T0 + 60).await);
 }
 
 async fn a_stale_pending_record_is_taken_over(store: Arc<dyn ApiStore>) {
     let k = id("key1", "stale");
-    let first = started(
-        store
-            .idempotency_begin(&k, [1; 32], T0, T0 + 10)
-            .await
-            .unwrap(),
-    );
-    let second = started(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 11, T0 + 100)
-            .await
-            .unwrap(),
-    );
+    let first = started(begin(&*store, &k, [1; 32], T0, T0 + 10).await);
+    let second = started(begin(&*store, &k, [1; 32], T0 + 11, T0 + 100).await);
     assert_ne!(first, second);
     // The first owner comes back too late: its completion is ignored.
     store
@@ -194,10 +158,7 @@ async fn a_stale_pending_record_is_taken_over(store: Arc<dyn ApiStore>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 12, T0 + 100)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [1; 32], T0 + 12, T0 + 100).await,
         IdempotencyBegin::InFlight
     );
     store
@@ -205,58 +166,34 @@ async fn a_stale_pending_record_is_taken_over(store: Arc<dyn ApiStore>) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 13, T0 + 100)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [1; 32], T0 + 13, T0 + 100).await,
         IdempotencyBegin::Completed(response(2))
     );
 }
 
 async fn expired_records_are_forgotten_and_purged(store: Arc<dyn ApiStore>) {
     let k = id("key1", "old");
-    let token = started(
-        store
-            .idempotency_begin(&k, [1; 32], T0, T0 + 10)
-            .await
-            .unwrap(),
-    );
+    let token = started(begin(&*store, &k, [1; 32], T0, T0 + 10).await);
     store
         .idempotency_complete(&k, token, &response(1), T0 + 100)
         .await
         .unwrap();
     let kept = id("key1", "kept");
-    let token = started(
-        store
-            .idempotency_begin(&kept, [1; 32], T0, T0 + 10)
-            .await
-            .unwrap(),
-    );
+    let token = started(begin(&*store, &kept, [1; 32], T0, T0 + 10).await);
     store
         .idempotency_complete(&kept, token, &response(2), T0 + 10_000)
         .await
         .unwrap();
 
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 50, T0 + 60)
-            .await
-            .unwrap(),
+        begin(&*store, &k, [1; 32], T0 + 50, T0 + 60).await,
         IdempotencyBegin::Completed(response(1))
     );
     assert_eq!(store.idempotency_purge_expired(T0 + 100).await.unwrap(), 1);
     assert_eq!(store.idempotency_purge_expired(T0 + 100).await.unwrap(), 0);
-    started(
-        store
-            .idempotency_begin(&k, [9; 32], T0 + 101, T0 + 200)
-            .await
-            .unwrap(),
-    );
+    started(begin(&*store, &k, [9; 32], T0 + 101, T0 + 200).await);
     assert_eq!(
-        store
-            .idempotency_begin(&kept, [1; 32], T0 + 101, T0 + 200)
-            .await
-            .unwrap(),
+        begin(&*store, &kept, [1; 32], T0 + 101, T0 + 200).await,
         IdempotencyBegin::Completed(response(2))
     );
 }
@@ -329,39 +266,21 @@ async fn redb_records_survive_reopening() {
     {
         let store = RedbApiStore::open(&path).unwrap();
         store.insert_key(&admin).await.unwrap();
-        let token = started(
-            store
-                .idempotency_begin(&k, [1; 32], T0, T0 + 60)
-                .await
-                .unwrap(),
-        );
+        let token = started(begin(&store, &k, [1; 32], T0, T0 + 60).await);
         store
             .idempotency_complete(&k, token, &response(1), T0 + 1000)
             .await
             .unwrap();
         // A pending record does not survive (nothing answered it), and must not block.
-        started(
-            store
-                .idempotency_begin(&id("key1", "pending"), [1; 32], T0, T0 + 60)
-                .await
-                .unwrap(),
-        );
+        started(begin(&store, &id("key1", "pending"), [1; 32], T0, T0 + 60).await);
     }
     let store = RedbApiStore::open(&path).unwrap();
     assert_eq!(store.get_key(&admin.id).await.unwrap(), Some(admin));
     assert_eq!(
-        store
-            .idempotency_begin(&k, [1; 32], T0 + 1, T0 + 61)
-            .await
-            .unwrap(),
+        begin(&store, &k, [1; 32], T0 + 1, T0 + 61).await,
         IdempotencyBegin::Completed(response(1))
     );
-    started(
-        store
-            .idempotency_begin(&id("key1", "pending"), [1; 32], T0 + 1, T0 + 61)
-            .await
-            .unwrap(),
-    );
+    started(begin(&store, &id("key1", "pending"), [1; 32], T0 + 1, T0 + 61).await);
 }
 
 /// Two API nodes on one PostgreSQL database: a key in flight on one is in flight on the other.
@@ -373,17 +292,9 @@ async fn postgres_in_flight_state_is_shared_between_nodes() {
     let node_a = db.store().await;
     let node_b = db.store().await;
     let k = id("key1", "shared");
-    let token = started(
-        node_a
-            .idempotency_begin(&k, [1; 32], T0, T0 + 60)
-            .await
-            .unwrap(),
-    );
+    let token = started(begin(&*node_a, &k, [1; 32], T0, T0 + 60).await);
     assert_eq!(
-        node_b
-            .idempotency_begin(&k, [1; 32], T0 + 1, T0 + 61)
-            .await
-            .unwrap(),
+        begin(&*node_b, &k, [1; 32], T0 + 1, T0 + 61).await,
         IdempotencyBegin::InFlight
     );
     node_a
@@ -391,10 +302,7 @@ async fn postgres_in_flight_state_is_shared_between_nodes() {
         .await
         .unwrap();
     assert_eq!(
-        node_b
-            .idempotency_begin(&k, [1; 32], T0 + 2, T0 + 62)
-            .await
-            .unwrap(),
+        begin(&*node_b, &k, [1; 32], T0 + 2, T0 + 62).await,
         IdempotencyBegin::Completed(response(3))
     );
 }

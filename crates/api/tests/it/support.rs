@@ -348,7 +348,12 @@ pub async fn pg_database() -> Option<PgDatabase> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("PostgreSQL unreachable at {admin_url} under CI=true: {error}");
             }
-            eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url}: {error}");
+            // Straight to the stderr handle: the test harness captures `eprintln!`.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: PostgreSQL unreachable at {admin_url}: {error}"
+            );
             return None;
         }
     };
