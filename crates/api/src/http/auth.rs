@@ -487,10 +487,18 @@ impl Authenticator {
                     < limit.burst
             });
         }
-        let bucket = buckets.entry(key_id.to_owned()).or_insert(Bucket {
-            tokens: limit.burst,
-            updated_at: now,
-        });
+        if !buckets.contains_key(key_id) {
+            buckets.insert(
+                key_id.to_owned(),
+                Bucket {
+                    tokens: limit.burst,
+                    updated_at: now,
+                },
+            );
+        }
+        let Some(bucket) = buckets.get_mut(key_id) else {
+            return Ok(());
+        };
         let elapsed = now.duration_since(bucket.updated_at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
         bucket.updated_at = now;

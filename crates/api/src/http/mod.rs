@@ -64,7 +64,7 @@ pub use self::auth::{AuthConfig, Authenticator, Principal, RateLimit, RequireSco
 pub use self::extract::{ApiJson, ApiPath, ApiQuery};
 pub use self::idempotency::{IdempotencyConfig, IdempotencyKey};
 pub use self::metrics::Metrics;
-pub use self::ops::{ReadinessCheck, RequestId, readiness_fn, shutdown_signal};
+pub use self::ops::{ReadinessCheck, RequestId, init_tracing, readiness_fn, shutdown_signal};
 pub use self::problem::{ApiError, CommonProblems, FieldError, Problem};
 use crate::store::{ApiStore, Scope};
 
