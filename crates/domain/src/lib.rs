@@ -84,7 +84,7 @@ pub use command::{
 pub use error::{DomainError, ErrorKind, ShortLine, Violation, ViolationKind};
 pub use order::{
     CancelOrder, ExpireOrder, LineInput, Order, OrderAction, OrderEvent, OrderState, OrderStatus,
-    PaymentOutcome, PaymentStatus, PlaceOrder, RecordPayment, RefundOrder, ShipOrder,
+    PaymentOutcome, PaymentStatus, PlaceOrder, RecordPayment, RefundOrder, ShipOrder, next_status,
 };
 pub use product::{
     ChangePrice, CreateProduct, DiscontinueProduct, Product, ProductEvent, ProductState,

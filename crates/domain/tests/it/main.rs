@@ -3,7 +3,10 @@
 // clippy.toml allows unwrap in `#[test]` functions; the helpers of a test binary are test code too.
 #![allow(clippy::unwrap_used)]
 
+mod codec;
+mod orders;
 mod product;
+mod props;
 mod stock;
-#[allow(dead_code)] // used by the order tests, next
 mod support;
+mod transitions;
