@@ -4,6 +4,17 @@
 //! The store is domain-agnostic: it stores envelopes (stream, version, global position, event id,
 //! event type, payload bytes, metadata) and knows nothing of products or orders.
 //!
+//! # Backends
+//!
+//! - [`EmbeddedStore`] (the default, nothing to install): a segmented append-only file log in a
+//!   data directory. `EmbeddedStore::open(dir)` or `EmbeddedStore::open_with(EmbeddedConfig {
+//!   .. })`; one process per directory; `close().await` releases it.
+//! - [`PostgresStore`] (several nodes on one shared store): `PostgresStore::connect(url).await`
+//!   or `connect_with(PostgresConfig { .. })`; migrates its `es_*` tables on connect. How it keeps
+//!   subscribers from skipping late commits: `docs/adr/0001-postgres-subscription-ordering.md`.
+//!
+//! Both hold to the same conformance suite (`tests/it/conformance.rs`).
+//!
 //! # Numbering
 //!
 //! - A stream's versions are gap-free from 0: the first event of a stream has version 0.

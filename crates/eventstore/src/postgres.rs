@@ -133,6 +133,9 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_connections_max.max(2))
             .acquire_timeout(Duration::from_secs(10))
+            // A ping per acquire is a round trip per transaction; a dead connection fails the
+            // group, which is retried one by one.
+            .test_before_acquire(false)
             .connect(&config.url)
             .await
             .map_err(db)?;
@@ -253,6 +256,23 @@ async fn run_writer(
             }
             next = rx.try_recv().ok();
         }
+        // The appenders answered by the previous group are submitting again right now: let them
+        // (a few scheduler turns, no timer) so that the groups do not alternate big and tiny.
+        let mut turns = 0;
+        while close.is_none() && group.len() < group_appends_max && turns < 8 {
+            tokio::task::yield_now().await;
+            turns += 1;
+            while group.len() < group_appends_max {
+                match rx.try_recv() {
+                    Ok(Command::Append { request, reply }) => group.push((request, reply)),
+                    Ok(Command::Close(reply)) => {
+                        close = Some(reply);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         if group.is_empty() {
             continue;
         }
@@ -264,12 +284,26 @@ async fn run_writer(
                 }
                 answers
             }
+            Err(e) if requests.len() == 1 => {
+                tracing::warn!(error = %e, "event store transaction failed");
+                vec![Err(StoreError::Database(e.to_string()))]
+            }
             Err(e) => {
-                tracing::warn!(error = %e, appends = group.len(), "event store transaction failed");
-                requests
-                    .iter()
-                    .map(|_| Err(StoreError::Database(e.to_string())))
-                    .collect()
+                // One request may be what failed the group: retry each alone, in order.
+                tracing::warn!(error = %e, appends = group.len(), "event store group failed; retrying one by one");
+                let mut answers = Vec::with_capacity(requests.len());
+                for request in &requests {
+                    answers.push(match commit_group(&pool, &[request]).await {
+                        Ok((mut answer, head)) => {
+                            if let Some(head) = head {
+                                advance(&head_tx, head);
+                            }
+                            answer.pop().unwrap_or(Err(StoreError::Closed))
+                        }
+                        Err(e) => Err(StoreError::Database(e.to_string())),
+                    });
+                }
+                answers
             }
         };
         for ((_, reply), answer) in group.drain(..).zip(answers) {
@@ -311,16 +345,14 @@ async fn commit_group(
         .collect();
     names.sort_unstable();
     names.dedup();
-    sqlx::query(
-        "INSERT INTO es_streams (stream_id, version) \
-         SELECT s, -1 FROM UNNEST($1::text[]) AS s ORDER BY s ON CONFLICT DO NOTHING",
-    )
-    .bind(&names)
-    .execute(&mut *tx)
-    .await?;
+    // One statement: a new stream gets a row (version -1); an existing one is "updated" to
+    // itself, which locks it like FOR UPDATE and returns its version. Rows are taken in name
+    // order.
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT stream_id, version FROM es_streams WHERE stream_id = ANY($1) \
-         ORDER BY stream_id FOR UPDATE",
+        "INSERT INTO es_streams AS s (stream_id, version) \
+         SELECT n, -1 FROM UNNEST($1::text[]) AS n ORDER BY n \
+         ON CONFLICT (stream_id) DO UPDATE SET version = s.version \
+         RETURNING stream_id, version",
     )
     .bind(&names)
     .fetch_all(&mut *tx)
@@ -481,9 +513,11 @@ async fn commit_group(
         .map(|(name, len)| (*name, to_i64(*len) - 1))
         .unzip();
     sqlx::query(
-        "UPDATE es_streams AS s SET version = u.version \
-         FROM UNNEST($1::text[], $2::bigint[]) AS u(stream_id, version) \
-         WHERE s.stream_id = u.stream_id",
+        // An upsert rather than UPDATE ... FROM UNNEST: one index probe per row whatever the
+        // planner believes about the table (a join planned on a young table seq-scans later).
+        "INSERT INTO es_streams (stream_id, version) \
+         SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
+         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
     )
     .bind(&head_names)
     .bind(&head_versions)
@@ -532,9 +566,9 @@ async fn store_command_outcomes(
     released.retain(|id| !done_ids.contains(id));
     if !done_ids.is_empty() {
         sqlx::query(
-            "UPDATE es_commands AS c SET outcome = u.outcome \
-             FROM UNNEST($1::text[], $2::bytea[]) AS u(command_id, outcome) \
-             WHERE c.command_id = u.command_id",
+            "INSERT INTO es_commands (command_id, outcome) \
+             SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
+             ON CONFLICT (command_id) DO UPDATE SET outcome = EXCLUDED.outcome",
         )
         .bind(&done_ids)
         .bind(&done_outcomes)

@@ -93,6 +93,27 @@ impl Writer {
                 }
                 next = rx.try_recv().ok();
             }
+            // The appenders answered by the previous group are submitting again right now: give
+            // them a few scheduler turns (no timer) so that groups do not alternate big and tiny.
+            let mut turns = 0;
+            while close.is_none() && group.len() < self.limits.group_appends_max && turns < 8 {
+                std::thread::yield_now();
+                turns += 1;
+                let before = group.len();
+                while group.len() < self.limits.group_appends_max {
+                    match rx.try_recv() {
+                        Ok(Command::Append { request, reply }) => group.push((request, reply)),
+                        Ok(Command::Close(reply)) => {
+                            close = Some(reply);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if group.len() == before && turns >= 2 {
+                    break;
+                }
+            }
             if !group.is_empty() {
                 self.commit(&mut group);
             }
