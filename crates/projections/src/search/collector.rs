@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, StrColumn};
+use tantivy::columnar::{Column, StrColumn, TermOrdHit};
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
 
 use super::cursor::After;
@@ -88,14 +88,26 @@ pub(crate) struct SearchSegmentCollector {
     segment_ord: SegmentOrdinal,
     sort: SortOrder,
     top_n: usize,
-    after: Option<After>,
+    /// The cursor in this segment's terms: a document passes if its key is above `after.key`, or
+    /// equal with a SKU ordinal of at least `after_ord` (a segment's SKU dictionary is sorted, so
+    /// ordinals order like the SKUs themselves).
+    after: Option<(u64, u64)>,
     price: Column<i64>,
     available: Column<i64>,
     created: Option<Column<i64>>,
     sku: StrColumn,
-    /// A max-heap: the worst kept entry on top.
-    heap: BinaryHeap<Entry>,
+    /// A max-heap of `(key, sku ordinal)`: the worst kept document on top. SKU strings are only
+    /// read for the survivors, at harvest.
+    heap: BinaryHeap<SegmentEntry>,
     harvest: Harvest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct SegmentEntry {
+    key: u64,
+    ord: u64,
+    doc: DocId,
+    score_bits: u32,
 }
 
 impl Collector for SearchCollector {
@@ -115,11 +127,21 @@ impl Collector for SearchCollector {
         let sku = fast
             .str("sku")?
             .ok_or_else(|| TantivyError::SchemaError("sku is not a fast field".into()))?;
+        let after = match &self.after {
+            Some(after) => {
+                let min_ord = match sku.dictionary().term_ord_or_next(after.sku.as_bytes())? {
+                    TermOrdHit::Exact(ord) => ord.saturating_add(1),
+                    TermOrdHit::Next(ord) => ord,
+                };
+                Some((after.key, min_ord))
+            }
+            None => None,
+        };
         Ok(SearchSegmentCollector {
             segment_ord,
             sort: self.sort,
             top_n: self.top_n,
-            after: self.after.clone(),
+            after,
             price: fast.i64("price")?,
             available: fast.i64("available")?,
             created,
@@ -149,18 +171,6 @@ impl Collector for SearchCollector {
     }
 }
 
-impl SearchSegmentCollector {
-    fn read_sku(&self, doc: DocId) -> String {
-        let mut sku = String::new();
-        if let Some(ord) = self.sku.ords().first(doc) {
-            // An I/O error reading the dictionary leaves the SKU empty: the hit still sorts
-            // deterministically, and the stored document is what the response shows.
-            let _ = self.sku.ord_to_str(ord, &mut sku);
-        }
-        sku
-    }
-}
-
 impl SegmentCollector for SearchSegmentCollector {
     type Fruit = Harvest;
 
@@ -178,48 +188,49 @@ impl SegmentCollector for SearchSegmentCollector {
             None => 0,
         };
         let key = sort_key(self.sort, score, price, created);
-        let mut sku = None;
-        if let Some(after) = &self.after {
-            match key.cmp(&after.key) {
-                Ordering::Less => return,
-                Ordering::Equal => {
-                    let s = self.read_sku(doc);
-                    if s <= after.sku {
-                        return;
-                    }
-                    sku = Some(s);
-                }
-                Ordering::Greater => {}
-            }
-        }
-        if self.heap.len() >= self.top_n {
-            let Some(worst) = self.heap.peek() else {
+        if let Some((after_key, min_ord)) = self.after {
+            if key < after_key {
                 return;
-            };
-            match key.cmp(&worst.key) {
-                Ordering::Greater => return,
-                Ordering::Equal => {
-                    let s = sku.take().unwrap_or_else(|| self.read_sku(doc));
-                    if s >= worst.sku {
-                        return;
-                    }
-                    sku = Some(s);
-                }
-                Ordering::Less => {}
             }
-            self.heap.pop();
+            if key == after_key && self.sku.ords().first(doc).unwrap_or(0) < min_ord {
+                return;
+            }
         }
-        let sku = sku.unwrap_or_else(|| self.read_sku(doc));
-        self.heap.push(Entry {
+        if self.heap.len() >= self.top_n && self.heap.peek().is_some_and(|worst| key > worst.key) {
+            return;
+        }
+        let entry = SegmentEntry {
             key,
-            sku,
-            score,
-            doc: DocAddress::new(self.segment_ord, doc),
-        });
+            ord: self.sku.ords().first(doc).unwrap_or(0),
+            doc,
+            score_bits: score.to_bits(),
+        };
+        if self.heap.len() >= self.top_n {
+            match self.heap.peek() {
+                Some(worst) if entry < *worst => {
+                    self.heap.pop();
+                }
+                _ => return,
+            }
+        }
+        self.heap.push(entry);
     }
 
     fn harvest(mut self) -> Harvest {
-        self.harvest.top = self.heap.into_sorted_vec();
+        let mut top = Vec::with_capacity(self.heap.len());
+        for e in self.heap.into_sorted_vec() {
+            let mut sku = String::new();
+            // An I/O error reading the dictionary leaves the SKU empty: the hit still sorts
+            // deterministically, and the stored document is what the response shows.
+            let _ = self.sku.ord_to_str(e.ord, &mut sku);
+            top.push(Entry {
+                key: e.key,
+                sku,
+                score: Score::from_bits(e.score_bits),
+                doc: DocAddress::new(self.segment_ord, e.doc),
+            });
+        }
+        self.harvest.top = top;
         self.harvest
     }
 }

@@ -17,7 +17,7 @@ pub enum SearchError {
         max: usize,
     },
     #[error("invalid price filter: {reason}")]
-    InvalidPriceRange { reason: String },
+    InvalidPriceRange { field: &'static str, reason: String },
     #[error("invalid category {category:?}: {reason}")]
     InvalidCategory { category: String, reason: String },
     #[error("unknown sort {value:?}: expected one of relevance, price_asc, price_desc, newest")]
@@ -42,7 +42,7 @@ impl SearchError {
         match self {
             Self::QueryTooLong { .. } | Self::TooManyWords { .. } => Some("q"),
             Self::InvalidLimit { .. } => Some("limit"),
-            Self::InvalidPriceRange { .. } => Some("min_price"),
+            Self::InvalidPriceRange { field, .. } => Some(field),
             Self::InvalidCategory { .. } => Some("category"),
             Self::InvalidSort { .. } => Some("sort"),
             Self::InvalidCursor { .. } => Some("cursor"),

@@ -77,7 +77,8 @@ struct WriterState {
     writer: IndexWriter,
     /// Documents written since the last commit (`None`: removed), which the searcher does not see
     /// yet: a stock or price change right after an upsert needs them.
-    pending: HashMap<String, Option<ProductDoc>>,
+    /// Kept postcard-encoded: one allocation per write on the bulk path.
+    pending: HashMap<String, Option<Vec<u8>>>,
 }
 
 /// The product search index.
@@ -185,7 +186,7 @@ impl SearchIndex {
     pub fn upsert(&self, doc: &ProductDoc) -> Result<(), SearchError> {
         let facet = validate_doc(doc)?;
         let mut state = self.writer.lock();
-        self.write(&mut state, doc, facet)
+        self.write(&mut state, &self.reader.searcher(), doc, facet)
     }
 
     /// Adds or replaces many products under one lock.
@@ -194,9 +195,10 @@ impl SearchIndex {
         docs: impl IntoIterator<Item = &'a ProductDoc>,
     ) -> Result<(), SearchError> {
         let mut state = self.writer.lock();
+        let searcher = self.reader.searcher();
         for doc in docs {
             let facet = validate_doc(doc)?;
-            self.write(&mut state, doc, facet)?;
+            self.write(&mut state, &searcher, doc, facet)?;
         }
         Ok(())
     }
@@ -285,8 +287,8 @@ impl SearchIndex {
     /// The indexed product with this SKU, including uncommitted writes.
     pub fn get(&self, sku: &str) -> Result<Option<ProductDoc>, SearchError> {
         let state = self.writer.lock();
-        if let Some(doc) = state.pending.get(sku) {
-            return Ok(doc.clone());
+        if let Some(pending) = state.pending.get(sku) {
+            return pending.as_deref().map(|b| decode(b, sku)).transpose();
         }
         drop(state);
         self.get_committed(sku)
@@ -312,7 +314,7 @@ impl SearchIndex {
     ) -> Result<bool, SearchError> {
         let mut state = self.writer.lock();
         let current = match state.pending.get(sku) {
-            Some(doc) => doc.clone(),
+            Some(pending) => pending.as_deref().map(|b| decode(b, sku)).transpose()?,
             None => self.get_committed(sku)?,
         };
         let Some(mut doc) = current else {
@@ -320,7 +322,7 @@ impl SearchIndex {
         };
         if change(&mut doc) {
             let facet = validate_doc(&doc)?;
-            self.write(&mut state, &doc, facet)?;
+            self.write(&mut state, &self.reader.searcher(), &doc, facet)?;
         }
         Ok(true)
     }
@@ -328,13 +330,17 @@ impl SearchIndex {
     fn write(
         &self,
         state: &mut WriterState,
+        searcher: &Searcher,
         doc: &ProductDoc,
         facet: Facet,
     ) -> Result<(), SearchError> {
         let f = &self.fields;
-        state
-            .writer
-            .delete_term(Term::from_field_text(f.sku, &doc.sku));
+        let sku_term = Term::from_field_text(f.sku, &doc.sku);
+        // A delete costs a term look-up in every segment at commit: only queue one when the SKU
+        // may be indexed (written since the last commit, or in a committed segment).
+        if state.pending.contains_key(&doc.sku) || searcher.doc_freq(&sku_term)? > 0 {
+            state.writer.delete_term(sku_term);
+        }
         if !doc.active {
             state.pending.insert(doc.sku.clone(), None);
             return Ok(());
@@ -363,7 +369,7 @@ impl SearchIndex {
         })?;
         d.add_bytes(f.doc, &bytes);
         state.writer.add_document(d)?;
-        state.pending.insert(doc.sku.clone(), Some(doc.clone()));
+        state.pending.insert(doc.sku.clone(), Some(bytes));
         Ok(())
     }
 
@@ -374,12 +380,11 @@ impl SearchIndex {
         sku: &str,
     ) -> Result<ProductDoc, SearchError> {
         let stored: TantivyDocument = searcher.doc(address)?;
-        let corrupt = || SearchError::CorruptDocument { sku: sku.into() };
         let bytes = stored
             .get_first(self.fields.doc)
             .and_then(|v| v.as_bytes())
-            .ok_or_else(corrupt)?;
-        postcard::from_bytes(bytes).map_err(|_| corrupt())
+            .ok_or_else(|| SearchError::CorruptDocument { sku: sku.into() })?;
+        decode(bytes, sku)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -537,6 +542,10 @@ impl SearchIndex {
         out.truncate(limit);
         Ok(out)
     }
+}
+
+fn decode(bytes: &[u8], sku: &str) -> Result<ProductDoc, SearchError> {
+    postcard::from_bytes(bytes).map_err(|_| SearchError::CorruptDocument { sku: sku.into() })
 }
 
 fn count_all(

@@ -80,6 +80,7 @@ pub(crate) fn validate_request(req: &SearchRequest) -> Result<ValidRequest, Sear
             && v < 0
         {
             return Err(SearchError::InvalidPriceRange {
+                field: name,
                 reason: format!("{name} must not be negative, got {v}"),
             });
         }
@@ -88,6 +89,7 @@ pub(crate) fn validate_request(req: &SearchRequest) -> Result<ValidRequest, Sear
         && min > max
     {
         return Err(SearchError::InvalidPriceRange {
+            field: "min_price",
             reason: format!("min_price {min} is above max_price {max}"),
         });
     }
