@@ -358,12 +358,13 @@ pub(crate) struct EventView<'a> {
     pub version: u64,
     pub event_id: Uuid,
     pub event_type: &'a str,
-    correlation_id: Option<Uuid>,
-    causation_id: Option<Uuid>,
-    command_id: Option<&'a str>,
-    api_key_id: Option<&'a str>,
-    recorded_at_micros: i64,
-    payload: Range<usize>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub command_id: Option<&'a str>,
+    pub api_key_id: Option<&'a str>,
+    pub recorded_at_micros: i64,
+    /// The event's payload, as a range of the frame payload.
+    pub payload: Range<usize>,
 }
 
 impl EventView<'_> {

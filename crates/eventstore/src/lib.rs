@@ -39,6 +39,7 @@ mod frame;
 mod postgres;
 mod validate;
 
+pub use embedded::scan::{BadFrame, EventRef, ScanOptions, ScanReport, scan_log};
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use validate::validate_request;
@@ -187,6 +188,25 @@ pub struct RecordedEvent {
     pub event_type: String,
     pub payload: Bytes,
     pub metadata: Metadata,
+}
+
+impl RecordedEvent {
+    /// The event as an [`EventRef`] (what tools that also read the log directly take).
+    pub fn event_ref(&self) -> EventRef<'_> {
+        EventRef {
+            position: self.position,
+            stream: &self.stream,
+            version: self.version,
+            event_id: self.event_id,
+            event_type: &self.event_type,
+            payload: &self.payload,
+            correlation_id: self.metadata.correlation_id,
+            causation_id: self.metadata.causation_id,
+            command_id: self.metadata.command_id.as_deref(),
+            api_key_id: self.metadata.api_key_id.as_deref(),
+            recorded_at_micros: self.metadata.recorded_at_micros,
+        }
+    }
 }
 
 /// Which events a log read or subscription returns. The default matches everything.

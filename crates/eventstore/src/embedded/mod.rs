@@ -14,6 +14,7 @@
 mod index;
 mod read;
 mod recovery;
+pub(crate) mod scan;
 mod snapshots;
 mod writer;
 

@@ -12,3 +12,4 @@ mod crash;
 mod embedded;
 mod harness;
 mod postgres;
+mod scan;
