@@ -1,9 +1,18 @@
 //! The application: command service, query service, and the HTTP layer over both.
 //!
+//! - [`commands`]: the command service (load the streams a command touches, decide, append
+//!   atomically, retry on conflict; warm cache, snapshots, early lock release).
 //! - [`http`]: the axum application ([`http::app`]), its errors (RFC 9457 problems), extractors,
-//!   authentication, idempotency, metrics and operational endpoints.
+//!   authentication, idempotency, metrics and operational endpoints, and the command routes.
 //! - [`store`]: the HTTP layer's own storage (API keys, idempotency records), embedded (redb) or
 //!   PostgreSQL.
+//! - [`node`]: the assembly of one server node (stores, services, router) that `emporium serve`
+//!   and the tests run.
+//! - `testing` (feature `testing`): a real server on an ephemeral port for tests.
 
+pub mod commands;
 pub mod http;
+pub mod node;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod auth;
+pub mod commands;
 pub mod extract;
 pub mod idempotency;
 pub mod metrics;
@@ -109,6 +110,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Checked by `GET /ready`, besides the API store itself.
     pub readiness: Arc<[Arc<dyn ReadinessCheck>]>,
+    /// The write side, for the `commands` routes; they answer 503 without it.
+    pub commands: Option<crate::commands::CommandService>,
 }
 
 impl AppState {
@@ -122,7 +125,14 @@ impl AppState {
             api_store,
             metrics: Metrics::install(),
             readiness: Arc::from(Vec::new()),
+            commands: None,
         }
+    }
+
+    /// Serves the `commands` routes with `service`.
+    pub fn with_commands(mut self, service: crate::commands::CommandService) -> Self {
+        self.commands = Some(service);
+        self
     }
 
     /// Adds a check to `GET /ready`.
@@ -172,8 +182,7 @@ impl RouteSet {
     /// The application's routes: THE place where route modules are merged.
     pub fn application() -> Self {
         RouteSet {
-            // Issue 4: `.merge(crate::http::commands::routes())`.
-            commands: ApiRouter::new(),
+            commands: ApiRouter::new().merge(commands::routes()),
             // Issue 5: `.merge(crate::http::queries::routes())`.
             queries: ApiRouter::new(),
             // Issue 6: `.merge(crate::http::events::routes())` (events, streams, SSE).

@@ -6,13 +6,23 @@
 //! - `errors`: every class of bad input as problem+json.
 //! - `idempotency`: replay, 409, 422, per key, across a restart and across nodes.
 //! - `ops`: health, ready, metrics, OpenAPI.
+//! - `command_service`: the command service given/when/then (cache, snapshots, retries, early
+//!   lock release, failures), without HTTP.
+//! - `command_http`: the command API end to end on a real server (`testing::TestServer`), both
+//!   stores.
+//! - `oversell`: 64 concurrent clients against limited stock, both stores.
+//! - `throughput`: ignored measurements of the command service (run with --release).
 
 // Tests may unwrap (clippy.toml allows it in #[test] functions; the helpers here are tests too).
 #![allow(clippy::unwrap_used)]
 
 mod api_store;
 mod auth;
+mod command_http;
+mod command_service;
 mod errors;
 mod idempotency;
 mod ops;
+mod oversell;
+mod throughput;
 mod support;

@@ -1,0 +1,829 @@
+//! The command service: the write side of the application.
+//!
+//! [`CommandService::execute`] takes a domain [`Command`] and runs it through the seam the
+//! domain defines (see `emporium_domain`'s crate docs):
+//!
+//! 1. **Lock** the stripes of the streams the command names ([`Command::streams`]), in ascending
+//!    order (`locks`: bounded memory, no deadlock between multi-stream commands).
+//! 2. **Load** each stream's state: from the warm cache (`cache`: bounded LRU, states taken out
+//!    by value while locked), else from its latest snapshot plus the events after it, else from
+//!    the start. Commands whose streams depend on a state (`CancelOrder`, `ShipOrder`,
+//!    `ExpireOrder` touch the order's stock streams) loop until nothing is missing, re-locking
+//!    the grown set in order.
+//! 3. **Decide** (`emporium_domain::decide`, pure) with `now` from the injected [`Clock`].
+//! 4. **Append** the whole decision in one atomic request, each written stream with its loaded
+//!    version as the expected version, and metadata (correlation, causation, command id, API
+//!    key id, recorded time).
+//!
+//! # Early lock release (docs/adr/0002-hot-skus-without-retry-storms.md)
+//!
+//! With [`CommandConfig::early_lock_release`] (the embedded store), step 4 is
+//! `EventStore::submit`: once the append is *sequenced* in the writer's queue the new states go
+//! into the cache and the locks are released; only then does the command await the durability
+//! of its append. The next command on a hot stream decides against the state this one will
+//! produce and usually shares its group commit. If the append fails (or turns out to be a
+//! duplicate that wrote nothing), the cache entries of its streams are dropped; anything decided
+//! on them was sequenced after it and fails too (the embedded store poisons itself after a
+//! failed write; a state that never became durable gives expected versions that the store
+//! refuses). A stream missing from the cache is read from the store only once nothing is pending
+//! on it (see `locks`).
+//!
+//! Early release is safe only when this process is the only writer of the store: with several
+//! writers (PostgreSQL, several nodes), a command decided on a pending append that then failed
+//! could be accepted if another node happened to bring the stream to the same version. So on
+//! PostgreSQL the locks are held until the append is durable (`early_lock_release: false`, set by
+//! `node`), and conflicts with other nodes are retried.
+//!
+//! # Conflicts
+//!
+//! A [`StoreError::Conflict`] (another node wrote, or a dropped cache entry) drops the cache
+//! entries of the command's streams and runs it again from step 1 with fresh states, at most
+//! [`CommandConfig::attempts_max`] times in all (with a short randomized back-off); then
+//! [`CommandError::Conflict`].
+//!
+//! # Snapshots
+//!
+//! After a durable append, a written stream whose state has folded at least
+//! `max(snapshot_every_events, size of the state)` events since its last snapshot gets a new one,
+//! encoded and saved by a background task (never on the answer's path; the state is cloned
+//! under the lock, which the size term amortizes to O(1) per event even for a stock item with
+//! many live reservations). A cold load that had to replay that many events snapshots too. So a
+//! cold stream costs a snapshot plus a bounded number of events, at 10 events or 10 million.
+//!
+//! # Cancellation
+//!
+//! `execute` runs the command on its own task: a caller that stops waiting (a client that hangs
+//! up) does not stop a command half-way; it is decided, appended and cached as usual.
+
+mod cache;
+mod clock;
+mod locks;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use emporium_domain::order::Order;
+use emporium_domain::product::Product;
+use emporium_domain::{
+    Command, DomainError, Event, Loaded, OrderId, STATE_SCHEMA, Sku, State, StreamRef, Timestamp,
+    WarehouseId, WarehouseStock, decide,
+};
+use emporium_eventstore::{
+    AppendOutcome, AppendRequest, EventData, EventStore, ExpectedVersion, Metadata, Position,
+    ReadFilter, Snapshot, StoreError, StreamHead, StreamWrite,
+};
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use self::cache::{Cached, StateCache};
+pub use self::clock::{Clock, ManualClock, SystemClock};
+use self::locks::LockTable;
+use crate::http::metrics::{self, CommandOutcome as MetricOutcome};
+
+/// Tuning of the command service.
+#[derive(Clone, Debug)]
+pub struct CommandConfig {
+    /// The most streams whose state is kept warm (LRU).
+    pub cache_streams_max: usize,
+    /// Stripes of the lock table (fixed memory; see `locks`).
+    pub lock_stripes: usize,
+    /// Snapshot a stream every this many events (at least; see the module docs).
+    pub snapshot_every_events: u64,
+    /// Snapshots being encoded and saved at once; beyond that a due snapshot is skipped (and
+    /// taken at a later append).
+    pub snapshots_in_flight_max: usize,
+    /// Runs of a command in all when the store reports a conflict.
+    pub attempts_max: u32,
+    /// Release the stream locks once the append is sequenced rather than durable (see the
+    /// module docs): only when this process is the store's only writer.
+    pub early_lock_release: bool,
+    /// The reservation time of an order that does not name one.
+    pub reservation_ttl_default: Duration,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        CommandConfig {
+            cache_streams_max: 200_000,
+            lock_stripes: 16_384,
+            snapshot_every_events: 100,
+            snapshots_in_flight_max: 4,
+            attempts_max: 5,
+            early_lock_release: true,
+            reservation_ttl_default: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Who sent a command and why: goes into every event's metadata.
+#[derive(Clone, Debug, Default)]
+pub struct CommandContext {
+    /// Deduplicates the append (the event store writes a command id once); derived from the
+    /// API key and the `Idempotency-Key` over HTTP.
+    pub command_id: Option<String>,
+    /// The id (never the secret) of the API key that sent the command.
+    pub api_key_id: Option<String>,
+    /// Ties together everything one client interaction caused (a fresh UUID v7 if `None`).
+    pub correlation_id: Option<Uuid>,
+    /// The message that caused this command (a fresh UUID v7, the command's own id, if `None`).
+    pub causation_id: Option<Uuid>,
+}
+
+/// The states, after the command, of the streams it wrote (small parts only: no reservations).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AfterStates {
+    pub products: BTreeMap<Sku, Product>,
+    pub stock: BTreeMap<Sku, BTreeMap<WarehouseId, WarehouseStock>>,
+    pub orders: BTreeMap<OrderId, Order>,
+}
+
+/// A command that was appended.
+#[derive(Clone, Debug)]
+pub struct CommandOutcome {
+    /// The global position of the append's last event: a reader that reached it sees it all.
+    pub position: Position,
+    pub first_position: Position,
+    /// Each written stream with its new version.
+    pub streams: Vec<StreamHead>,
+    /// The events appended (for a duplicate: the events of the first append, read back).
+    pub events: Vec<Event>,
+    /// The written streams' states after the append (for a duplicate: as they are now).
+    pub after: AfterStates,
+    /// The command id had been appended before: nothing was written now.
+    pub duplicate: bool,
+}
+
+impl CommandOutcome {
+    /// The new version of `stream`, if the command wrote it.
+    pub fn version_of(&self, stream: &StreamRef) -> Option<u64> {
+        let name = stream.to_string();
+        self.streams
+            .iter()
+            .find(|h| h.stream == name)
+            .map(|h| h.version)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A business rejection: nothing was written.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Optimistic-concurrency conflicts outlasted the retries; nothing was written.
+    #[error("conflict on stream {stream} after {attempts} attempts")]
+    Conflict { stream: String, attempts: u32 },
+    /// The event store failed; nothing may have been written (or, for an I/O error after the
+    /// append was sequenced, its outcome is unknown).
+    #[error("event store: {0}")]
+    Store(StoreError),
+    /// A bug: stored events that do not decode, streams that do not settle, a task that died.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// How one attempt ended short of success.
+enum AttemptError {
+    Conflict(String),
+    Fatal(CommandError),
+}
+
+impl From<CommandError> for AttemptError {
+    fn from(error: CommandError) -> Self {
+        AttemptError::Fatal(error)
+    }
+}
+
+impl From<StoreError> for AttemptError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { stream, .. } => AttemptError::Conflict(stream),
+            other => AttemptError::Fatal(CommandError::Store(other)),
+        }
+    }
+}
+
+fn internal(what: impl std::fmt::Display) -> AttemptError {
+    AttemptError::Fatal(CommandError::Internal(what.to_string()))
+}
+
+/// How many times the stream set of one command may grow (`CancelOrder` needs two rounds).
+const STREAM_ROUNDS_MAX: usize = 4;
+/// Events read per page when loading a stream.
+const READ_PAGE_EVENTS: usize = 1024;
+
+/// The command service. Cheap to clone; every clone is the same service.
+#[derive(Clone)]
+pub struct CommandService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for CommandService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandService")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    config: CommandConfig,
+    clock: Arc<dyn Clock>,
+    cache: StateCache,
+    locks: LockTable,
+    snapshot_permits: Arc<Semaphore>,
+}
+
+impl CommandService {
+    /// A service on `store` with the system clock.
+    pub fn new(store: Arc<dyn EventStore>, config: CommandConfig) -> Self {
+        Self::with_clock(store, config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        store: Arc<dyn EventStore>,
+        config: CommandConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        CommandService {
+            inner: Arc::new(Inner {
+                cache: StateCache::new(config.cache_streams_max),
+                locks: LockTable::new(config.lock_stripes),
+                snapshot_permits: Arc::new(Semaphore::new(config.snapshots_in_flight_max)),
+                store,
+                config,
+                clock,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &CommandConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The service's current time (its clock).
+    pub fn now(&self) -> Timestamp {
+        self.inner.clock.now()
+    }
+
+    /// A fresh order id (UUID v7) for an order whose client gave none.
+    pub fn new_order_id(&self) -> OrderId {
+        OrderId::from_uuid(Uuid::now_v7())
+    }
+
+    /// Runs `command` (see the module docs). Runs to completion on its own task even if the
+    /// caller stops waiting.
+    pub async fn execute(
+        &self,
+        command: Command,
+        ctx: CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.run(command, ctx).await })
+            .await
+            .map_err(|e| CommandError::Internal(format!("the command's task failed: {e}")))?
+    }
+
+    /// The version of `stream` in the warm cache, if it is there (tests and diagnostics).
+    pub fn cached_version(&self, stream: &StreamRef) -> Option<Option<u64>> {
+        self.inner
+            .cache
+            .peek_len(stream)
+            .map(|len| len.checked_sub(1))
+    }
+
+    /// How many streams are in the warm cache.
+    pub fn cached_streams(&self) -> usize {
+        self.inner.cache.len()
+    }
+
+    /// Forgets every cached state of `streams` (tests: force a load from the store).
+    pub fn evict(&self, streams: &[StreamRef]) {
+        for stream in streams {
+            self.inner.cache.remove(stream);
+        }
+    }
+
+    /// Waits until no snapshot is being saved (tests; shutdown).
+    pub async fn snapshots_idle(&self) {
+        let all = u32::try_from(self.inner.config.snapshots_in_flight_max).unwrap_or(u32::MAX);
+        if let Ok(permits) = self.inner.snapshot_permits.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+}
+
+/// The states a command holds while it runs, taken from the cache or loaded.
+#[derive(Default)]
+struct Taken {
+    loaded: Loaded,
+    /// Per stream: (len, snapshot_len) as in [`Cached`].
+    lens: BTreeMap<StreamRef, (u64, u64)>,
+}
+
+impl Taken {
+    fn insert(&mut self, stream: StreamRef, cached: Cached) {
+        self.lens
+            .insert(stream.clone(), (cached.len, cached.snapshot_len));
+        self.loaded.insert(stream, cached.state);
+    }
+}
+
+/// A snapshot to save once the append it includes is durable.
+struct PendingSnapshot {
+    stream: String,
+    version: u64,
+    state: State,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Inner {
+    async fn run(
+        &self,
+        command: Command,
+        ctx: CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
+        let started = Instant::now();
+        let name = command.name();
+        let result = self.run_attempts(&command, &ctx).await;
+        let outcome = match &result {
+            Ok(o) if o.duplicate => MetricOutcome::Duplicate,
+            Ok(_) => MetricOutcome::Accepted,
+            Err(CommandError::Domain(e)) if e.kind() == emporium_domain::ErrorKind::Invalid => {
+                MetricOutcome::Invalid
+            }
+            Err(CommandError::Domain(e)) if e.kind() == emporium_domain::ErrorKind::Internal => {
+                MetricOutcome::Failed
+            }
+            Err(CommandError::Domain(_)) => MetricOutcome::Rejected,
+            Err(CommandError::Conflict { .. }) => MetricOutcome::Conflict,
+            Err(_) => MetricOutcome::Failed,
+        };
+        metrics::record_command(name, outcome, started.elapsed());
+        result
+    }
+
+    async fn run_attempts(
+        &self,
+        command: &Command,
+        ctx: &CommandContext,
+    ) -> Result<CommandOutcome, CommandError> {
+        let attempts_max = self.config.attempts_max.max(1);
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.attempt(command, ctx).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(AttemptError::Fatal(error)) => return Err(error),
+                Err(AttemptError::Conflict(stream)) if attempt >= attempts_max => {
+                    return Err(CommandError::Conflict {
+                        stream,
+                        attempts: attempt,
+                    });
+                }
+                Err(AttemptError::Conflict(stream)) => {
+                    tracing::debug!(command = command.name(), %stream, attempt, "conflict, retrying");
+                    metrics::record_command_retry(command.name());
+                    // Another node won the race: give it a moment, randomized so that the
+                    // losers do not collide again in step.
+                    let ceiling_micros = 500u64 << attempt.min(6);
+                    let pause = rand::random_range(0..=ceiling_micros);
+                    tokio::time::sleep(Duration::from_micros(pause)).await;
+                }
+            }
+        }
+    }
+
+    /// Takes the cached state of `stream`, or loads it from the store.
+    async fn take_or_load(&self, stream: &StreamRef) -> Result<Cached, AttemptError> {
+        if let Some(cached) = self.cache.take(stream) {
+            return Ok(cached);
+        }
+        self.locks.wait_drained(stream).await;
+        Ok(self.load(stream).await?)
+    }
+
+    /// [`Inner::take_or_load`] for each of `streams` (whose locks the caller holds).
+    async fn take_all(&self, streams: &[StreamRef]) -> Result<Taken, AttemptError> {
+        let mut taken = Taken::default();
+        for stream in streams {
+            let cached = self.take_or_load(stream).await?;
+            taken.insert(stream.clone(), cached);
+        }
+        Ok(taken)
+    }
+
+    /// The state of `stream` from the store: the latest snapshot, then the events after it.
+    async fn load(&self, stream: &StreamRef) -> Result<Cached, CommandError> {
+        let name = stream.to_string();
+        let snapshot = self
+            .store
+            .load_snapshot(&name)
+            .await
+            .map_err(CommandError::Store)?;
+        let (mut state, mut len) = match snapshot.and_then(|s| decode_snapshot(stream, &s)) {
+            Some((state, len)) => (state, len),
+            None => (stream.initial_state(), 0),
+        };
+        let snapshot_len = len;
+        loop {
+            let events = self
+                .store
+                .read_stream(&name, len, READ_PAGE_EVENTS)
+                .await
+                .map_err(CommandError::Store)?;
+            let page = events.len();
+            for recorded in events {
+                if recorded.version != len {
+                    return Err(CommandError::Internal(format!(
+                        "stream {name}: read version {} where {len} was expected",
+                        recorded.version
+                    )));
+                }
+                let event = emporium_domain::decode(&recorded.event_type, &recorded.payload)
+                    .map_err(|e| {
+                        CommandError::Internal(format!("stream {name} version {len}: {e}"))
+                    })?;
+                state = state
+                    .evolve(&event)
+                    .map_err(|e| CommandError::Internal(e.to_string()))?;
+                len += 1;
+            }
+            if page < READ_PAGE_EVENTS {
+                break;
+            }
+        }
+        let mut cached = Cached {
+            state,
+            len,
+            snapshot_len,
+        };
+        if len - snapshot_len >= self.snapshot_due_after(&cached.state)
+            && let Some(pending) = self.prepare_snapshot(stream, &cached.state, len)
+        {
+            // What was loaded is durable: save it now.
+            cached.snapshot_len = len;
+            self.spawn_snapshot(pending);
+        }
+        Ok(cached)
+    }
+
+    fn snapshot_due_after(&self, state: &State) -> u64 {
+        self.config
+            .snapshot_every_events
+            .max(1)
+            .max(state_weight(state))
+    }
+
+    /// A copy of the state (which has folded `len` events) to snapshot, if a snapshot slot is
+    /// free.
+    fn prepare_snapshot(
+        &self,
+        stream: &StreamRef,
+        state: &State,
+        len: u64,
+    ) -> Option<PendingSnapshot> {
+        let version = len.checked_sub(1)?;
+        let permit = Arc::clone(&self.snapshot_permits)
+            .try_acquire_owned()
+            .ok()?;
+        Some(PendingSnapshot {
+            stream: stream.to_string(),
+            version,
+            state: state.clone(),
+            permit,
+        })
+    }
+
+    fn spawn_snapshot(&self, pending: PendingSnapshot) {
+        let store = Arc::clone(&self.store);
+        tokio::spawn(async move {
+            let PendingSnapshot {
+                stream,
+                version,
+                state,
+                permit,
+            } = pending;
+            let encoded = tokio::task::spawn_blocking(move || postcard::to_allocvec(&state)).await;
+            let bytes = match encoded {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(error)) => {
+                    tracing::warn!(%stream, %error, "encoding a snapshot failed");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%stream, %error, "the snapshot task failed");
+                    return;
+                }
+            };
+            let snapshot = Snapshot {
+                stream: stream.clone(),
+                version,
+                schema: STATE_SCHEMA.to_owned(),
+                state: Bytes::from(bytes),
+            };
+            if let Err(error) = store.save_snapshot(snapshot).await {
+                tracing::warn!(%stream, %error, "saving a snapshot failed");
+            }
+            drop(permit);
+        });
+    }
+
+    fn put_back(&self, taken: Taken) {
+        let Taken { loaded, lens } = taken;
+        for (stream, state) in loaded.into_inner() {
+            if let Some(&(len, snapshot_len)) = lens.get(&stream) {
+                self.cache.put(
+                    stream,
+                    Cached {
+                        state,
+                        len,
+                        snapshot_len,
+                    },
+                );
+            }
+        }
+    }
+
+    fn drop_cached(&self, streams: &[StreamRef]) {
+        for stream in streams {
+            self.cache.remove(stream);
+        }
+    }
+
+    /// One run: lock, load, decide, append.
+    async fn attempt(
+        &self,
+        command: &Command,
+        ctx: &CommandContext,
+    ) -> Result<CommandOutcome, AttemptError> {
+        let mut streams = command.streams(&Loaded::new());
+        let mut rounds = 0;
+        loop {
+            let locks = self.locks.lock(&streams).await;
+            let taken = self.take_all(&streams).await?;
+            let needed = command.streams(&taken.loaded);
+            if needed.iter().all(|s| taken.loaded.contains(s)) {
+                return self.decide_and_append(command, ctx, locks, taken).await;
+            }
+            // The command needs streams only its states named (an order's stock streams):
+            // give these back, and lock the whole set in order.
+            self.put_back(taken);
+            drop(locks);
+            rounds += 1;
+            if rounds >= STREAM_ROUNDS_MAX {
+                return Err(internal(format!(
+                    "the streams of {} do not settle",
+                    command.name()
+                )));
+            }
+            streams.extend(needed);
+            streams.sort();
+            streams.dedup();
+        }
+    }
+
+    async fn decide_and_append(
+        &self,
+        command: &Command,
+        ctx: &CommandContext,
+        locks: locks::LockSet<'_>,
+        mut taken: Taken,
+    ) -> Result<CommandOutcome, AttemptError> {
+        let now = self.clock.now();
+        let decision = match decide(command, &taken.loaded, now) {
+            Ok(decision) => decision,
+            Err(error) => {
+                self.put_back(taken);
+                return Err(CommandError::Domain(error).into());
+            }
+        };
+        if decision.writes.is_empty() {
+            self.put_back(taken);
+            return Err(internal(format!("{} decided nothing", command.name())));
+        }
+
+        let metadata = Metadata {
+            correlation_id: Some(ctx.correlation_id.unwrap_or_else(Uuid::now_v7)),
+            causation_id: Some(ctx.causation_id.unwrap_or_else(Uuid::now_v7)),
+            command_id: ctx.command_id.clone(),
+            api_key_id: ctx.api_key_id.clone(),
+            recorded_at_micros: now.as_micros(),
+        };
+        let mut writes = Vec::with_capacity(decision.writes.len());
+        let mut event_count = 0;
+        for write in &decision.writes {
+            let Some(&(len, _)) = taken.lens.get(&write.stream) else {
+                return Err(internal(format!(
+                    "{} wrote {} without reading it",
+                    command.name(),
+                    write.stream
+                )));
+            };
+            let mut events = Vec::with_capacity(write.events.len());
+            for event in &write.events {
+                let payload = event.encode().map_err(internal)?;
+                events.push(EventData {
+                    event_id: Uuid::now_v7(),
+                    event_type: event.event_type().to_owned(),
+                    payload: Bytes::from(payload),
+                    metadata: metadata.clone(),
+                });
+            }
+            event_count += events.len();
+            writes.push(StreamWrite {
+                stream: write.stream.to_string(),
+                expected: match len.checked_sub(1) {
+                    None => ExpectedVersion::NoStream,
+                    Some(version) => ExpectedVersion::Exact(version),
+                },
+                events,
+            });
+        }
+        let request = AppendRequest {
+            writes,
+            command_id: ctx.command_id.clone(),
+        };
+
+        // The states after the append, for the cache and the answer.
+        taken.loaded.apply(&decision).map_err(internal)?;
+        let written: Vec<StreamRef> = decision.writes.iter().map(|w| w.stream.clone()).collect();
+        let mut snapshots = Vec::new();
+        for write in &decision.writes {
+            let Some(lens) = taken.lens.get_mut(&write.stream) else {
+                continue;
+            };
+            lens.0 += write.events.len() as u64;
+            let (len, snapshot_len) = *lens;
+            let Some(state) = taken.loaded.get(&write.stream) else {
+                continue;
+            };
+            if len - snapshot_len >= self.snapshot_due_after(state)
+                && let Some(pending) = self.prepare_snapshot(&write.stream, state, len)
+            {
+                lens.1 = len;
+                snapshots.push(pending);
+            }
+        }
+        let after = after_states(&taken.loaded, &written);
+        let events: Vec<Event> = decision.writes.into_iter().flat_map(|w| w.events).collect();
+
+        let append_started = Instant::now();
+        let result = if self.config.early_lock_release {
+            let flight = self.locks.begin_flight(&written);
+            let ticket = match self.store.submit(request).await {
+                Ok(ticket) => ticket,
+                Err(error) => {
+                    // Nothing was sequenced; the taken states are dropped with `taken` (the
+                    // read-only ones would be fine, but a failing store is no time to keep them).
+                    drop(flight);
+                    return Err(error.into());
+                }
+            };
+            self.put_back(taken);
+            drop(locks);
+            let result = ticket.await;
+            if !matches!(&result, Ok(outcome) if !outcome.duplicate) {
+                self.drop_cached(&written);
+            }
+            drop(flight);
+            result
+        } else {
+            let result = match self.store.submit(request).await {
+                Ok(ticket) => ticket.await,
+                Err(error) => Err(error),
+            };
+            if matches!(&result, Ok(outcome) if !outcome.duplicate) {
+                self.put_back(taken);
+            }
+            drop(locks);
+            result
+        };
+        let outcome = result?;
+        metrics::record_append(append_started.elapsed(), event_count, written.len());
+
+        if outcome.duplicate {
+            drop(snapshots);
+            return self.duplicate_outcome(outcome, &written).await;
+        }
+        for pending in snapshots {
+            self.spawn_snapshot(pending);
+        }
+        Ok(CommandOutcome {
+            position: outcome.last_position,
+            first_position: outcome.first_position,
+            streams: outcome.streams,
+            events,
+            after,
+            duplicate: false,
+        })
+    }
+
+    /// The answer to a command whose id was appended before: the first append's events, read
+    /// back, and the streams' states as they are now.
+    async fn duplicate_outcome(
+        &self,
+        outcome: AppendOutcome,
+        written: &[StreamRef],
+    ) -> Result<CommandOutcome, AttemptError> {
+        let count = outcome
+            .last_position
+            .saturating_sub(outcome.first_position)
+            .saturating_add(1);
+        let recorded = self
+            .store
+            .read_all(
+                outcome.first_position.saturating_sub(1),
+                &ReadFilter::default(),
+                usize::try_from(count).unwrap_or(usize::MAX),
+            )
+            .await?;
+        let mut events = Vec::with_capacity(recorded.len());
+        for r in recorded
+            .iter()
+            .filter(|r| r.position <= outcome.last_position)
+        {
+            events.push(emporium_domain::decode(&r.event_type, &r.payload).map_err(internal)?);
+        }
+        // The first append's streams, which may differ from what this run decided.
+        let mut streams: Vec<StreamRef> = events.iter().map(Event::stream).collect();
+        streams.extend(written.iter().cloned());
+        streams.sort();
+        streams.dedup();
+        let locks = self.locks.lock(&streams).await;
+        let taken = self.take_all(&streams).await?;
+        let first_streams: Vec<StreamRef> = events.iter().map(Event::stream).collect();
+        let after = after_states(&taken.loaded, &first_streams);
+        self.put_back(taken);
+        drop(locks);
+        Ok(CommandOutcome {
+            position: outcome.last_position,
+            first_position: outcome.first_position,
+            streams: outcome.streams,
+            events,
+            after,
+            duplicate: true,
+        })
+    }
+}
+
+fn decode_snapshot(stream: &StreamRef, snapshot: &Snapshot) -> Option<(State, u64)> {
+    if snapshot.schema != STATE_SCHEMA {
+        return None;
+    }
+    match postcard::from_bytes::<State>(&snapshot.state) {
+        Ok(state) if state.aggregate() == stream.initial_state().aggregate() => {
+            Some((state, snapshot.version.checked_add(1)?))
+        }
+        Ok(_) => {
+            tracing::warn!(%stream, "a snapshot of another aggregate; replaying the stream");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%stream, %error, "an unreadable snapshot; replaying the stream");
+            None
+        }
+    }
+}
+
+/// How many entries a state holds: the cost of cloning or encoding it.
+fn state_weight(state: &State) -> u64 {
+    let weight = match state {
+        State::Product(p) => p
+            .product
+            .as_ref()
+            .map_or(1, |p| 1 + p.tags.len() + p.attributes.len()),
+        State::Stock(s) => 1 + s.warehouses.len() + s.reservations.len(),
+        State::Order(o) => o.order.as_ref().map_or(1, |o| 1 + o.lines.len()),
+    };
+    weight as u64
+}
+
+fn after_states(loaded: &Loaded, streams: &[StreamRef]) -> AfterStates {
+    let mut after = AfterStates::default();
+    for stream in streams {
+        match (stream, loaded.get(stream)) {
+            (StreamRef::Product(sku), Some(State::Product(state))) => {
+                if let Some(product) = &state.product {
+                    after.products.insert(sku.clone(), product.clone());
+                }
+            }
+            (StreamRef::Stock(sku), Some(State::Stock(state))) => {
+                after.stock.insert(sku.clone(), state.warehouses.clone());
+            }
+            (StreamRef::Order(id), Some(State::Order(state))) => {
+                if let Some(order) = &state.order {
+                    after.orders.insert(*id, order.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    after
+}

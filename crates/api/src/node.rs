@@ -1,0 +1,226 @@
+//! One server node, assembled: the stores, the services and the HTTP application.
+//!
+//! `emporium serve` and the tests' servers (`testing`) run this same code, so that what the tests
+//! exercise is what runs in production:
+//!
+//! ```ignore
+//! let node = Node::open(NodeConfig::embedded("./emporium-data")).await?;
+//! if let Some(key) = &node.bootstrap.created_admin_key { /* print key.secret once */ }
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! node.serve(listener, shutdown_signal()).await?;
+//! ```
+//!
+//! # What a node holds
+//!
+//! | part | embedded (default) | PostgreSQL (`database_url`) |
+//! |---|---|---|
+//! | event store | `<data_dir>/eventlog` (file log) | the `es_*` tables |
+//! | API store (keys, idempotency) | `<data_dir>/api.redb` | the `api_*` tables of the same database |
+//! | command service | early lock release (the only writer) | locks held until durable (other nodes write too) |
+//!
+//! # Adding a part
+//!
+//! The read side (projections, query service) plugs in the same way as the command service:
+//! open what it needs in [`Node::open`] (after the event store), put the service into
+//! [`AppState`] (a field plus a `with_...` builder, as `AppState::with_commands`), start its
+//! background tasks in [`Node::serve`] and stop them in [`Node::close`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use emporium_eventstore::{EmbeddedStore, EventStore, PostgresStore, StoreError};
+
+use crate::commands::{Clock, CommandConfig, CommandService, SystemClock};
+use crate::http::auth::{Bootstrap, KeyError, bootstrap};
+use crate::http::{AppState, HttpConfig, readiness_fn};
+use crate::store::{ApiStore, ApiStoreError, PgApiStore, RedbApiStore};
+
+/// Everything a node needs to start.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The data directory: the embedded event log and API store (and the read models).
+    pub data_dir: PathBuf,
+    /// Use the PostgreSQL event and API stores at this URL instead of the embedded ones.
+    pub database_url: Option<String>,
+    pub http: HttpConfig,
+    /// `early_lock_release` is decided by the backend (see the module docs), whatever it says.
+    pub commands: CommandConfig,
+    /// `EMPORIUM_BOOTSTRAP_KEY`: a key with every scope, seeded at start.
+    pub bootstrap_key: Option<String>,
+    /// Where `now` comes from (tests pass a manual clock).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl NodeConfig {
+    /// A node on the embedded stores in `data_dir`, with the default configuration.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            database_url: None,
+            http: HttpConfig::default(),
+            commands: CommandConfig::default(),
+            bootstrap_key: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A node on the PostgreSQL stores at `url` (the data directory holds the read models).
+    pub fn postgres(url: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        NodeConfig {
+            database_url: Some(url.into()),
+            ..NodeConfig::embedded(data_dir)
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("data_dir", &self.data_dir)
+            // The URL may carry a password.
+            .field("database_url", &self.database_url.as_ref().map(|_| "(set)"))
+            .field("http", &self.http)
+            .field("commands", &self.commands)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening the event store: {0}")]
+    EventStore(#[from] StoreError),
+    #[error("opening the API store: {0}")]
+    ApiStore(#[from] ApiStoreError),
+    #[error("bootstrapping API keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+enum Backend {
+    Embedded(EmbeddedStore),
+    Postgres(PostgresStore),
+}
+
+/// A running node's parts.
+pub struct Node {
+    pub event_store: Arc<dyn EventStore>,
+    pub api_store: Arc<dyn ApiStore>,
+    pub commands: CommandService,
+    /// What every handler reaches; [`Node::router`] is built from it.
+    pub state: AppState,
+    /// What start-up did with the API keys: on a store without any key it created one with
+    /// every scope, whose secret the caller prints once (`created_admin_key`).
+    pub bootstrap: Bootstrap,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("backend", &self.backend_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Opens the stores, seeds the keys, builds the services and the application.
+    pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let mut commands_config = config.commands.clone();
+        let (backend, api_store): (Backend, Arc<dyn ApiStore>) = match &config.database_url {
+            None => {
+                let dir = config.data_dir.join("eventlog");
+                // Opening scans the log: blocking work.
+                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                let api_path = config.data_dir.join("api.redb");
+                let api_store = tokio::task::spawn_blocking(move || RedbApiStore::open(api_path))
+                    .await
+                    .map_err(std::io::Error::other)??;
+                // This process is the log's only writer (the directory is locked).
+                commands_config.early_lock_release = true;
+                (Backend::Embedded(store), Arc::new(api_store))
+            }
+            Some(url) => {
+                let store = PostgresStore::connect(url).await?;
+                let api_store = PgApiStore::connect(url).await?;
+                // Other nodes append to the same streams (see `commands`).
+                commands_config.early_lock_release = false;
+                (Backend::Postgres(store), Arc::new(api_store))
+            }
+        };
+        let event_store: Arc<dyn EventStore> = match &backend {
+            Backend::Embedded(store) => Arc::new(store.clone()),
+            Backend::Postgres(store) => Arc::new(store.clone()),
+        };
+
+        let bootstrap = bootstrap(&*api_store, config.bootstrap_key.as_deref()).await?;
+        let commands = CommandService::with_clock(
+            Arc::clone(&event_store),
+            commands_config,
+            Arc::clone(&config.clock),
+        );
+        let readiness_store = Arc::clone(&event_store);
+        let state = AppState::new(Arc::clone(&api_store), config.http.clone())
+            .with_commands(commands.clone())
+            .with_readiness(readiness_fn("event_store", move || {
+                let store = Arc::clone(&readiness_store);
+                async move { store.head().await.map(|_| ()).map_err(|e| e.to_string()) }
+            }));
+        Ok(Node {
+            event_store,
+            api_store,
+            commands,
+            state,
+            bootstrap,
+            backend,
+        })
+    }
+
+    /// `embedded` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Embedded(_) => "embedded",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> Router {
+        crate::http::app(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+    /// requests (and so their commands) finish, and closes the stores.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let maintenance = self.state.spawn_maintenance();
+        let served = crate::http::serve(listener, self.router(), shutdown).await;
+        maintenance.abort();
+        self.close().await;
+        served
+    }
+
+    /// Closes the stores (appends already queued are written first).
+    pub async fn close(&self) {
+        self.commands.snapshots_idle().await;
+        match &self.backend {
+            Backend::Embedded(store) => store.close().await,
+            Backend::Postgres(store) => store.close().await,
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! `emporium serve`: one node (`emporium_api::node::Node`) on the configured stores, until
+//! SIGINT or SIGTERM; then in-flight requests finish and the stores close.
+
+use anyhow::Context;
+use emporium_api::http::{init_tracing, shutdown_signal};
+use emporium_api::node::{Node, NodeConfig};
+
+use crate::cli::{ServeArgs, StoreArgs};
+
+pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
+    // `EMPORIUM_LOG_FORMAT=json` for log collectors; `RUST_LOG` filters (default `info`).
+    init_tracing(std::env::var("EMPORIUM_LOG_FORMAT").is_ok_and(|f| f == "json"));
+    let mut config = match &store.database_url {
+        None => NodeConfig::embedded(&store.data_dir),
+        Some(url) => NodeConfig::postgres(url, &store.data_dir),
+    };
+    config.bootstrap_key = std::env::var("EMPORIUM_BOOTSTRAP_KEY").ok();
+    let node = Node::open(config)
+        .await
+        .with_context(|| match &store.database_url {
+            None => format!("opening the data directory {}", store.data_dir.display()),
+            Some(_) => "opening the PostgreSQL store".to_owned(),
+        })?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    if args.demo {
+        tracing::warn!("--demo is not available in serve yet: seed with `emporium demo seed`");
+    }
+
+    println!(
+        "Emporium listening on http://{addr} ({} store)",
+        node.backend_name()
+    );
+    match &node.bootstrap.created_admin_key {
+        Some(key) => println!(
+            "\nFirst start: an admin API key was created. It is shown only this once:\n\n    \
+             {secret}\n\nSend it with every /v1 request:\n\n    \
+             curl -H 'Authorization: Bearer {secret}' http://{addr}/v1/...\n\n\
+             Create keys with fewer scopes with `emporium keys create --name NAME --scopes \
+             commands,read`.\n",
+            secret = key.secret,
+        ),
+        None => println!(
+            "Authenticate with `Authorization: Bearer <key>` (create one with `emporium keys \
+             create`, or set EMPORIUM_BOOTSTRAP_KEY)."
+        ),
+    }
+    node.serve(listener, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    println!("Emporium stopped.");
+    Ok(())
+}
