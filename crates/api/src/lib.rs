@@ -11,8 +11,11 @@
 //! - `testing` (feature `testing`): a real server on an ephemeral port for tests.
 
 pub mod commands;
+pub mod demo;
+pub mod history;
 pub mod http;
 pub mod node;
+pub mod rfc3339;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -155,7 +155,8 @@ pub enum EventsCommand {
     /// Follow new events live, one JSON line each.
     #[command(after_help = "Examples:
   emporium events tail
-  emporium events tail --stream order- --type OrderPlaced.v1")]
+  emporium events tail --stream order- --type OrderPlaced.v1
+  emporium events tail --server http://127.0.0.1:8080 --api-key emp_... --after 0")]
     Tail(TailArgs),
 }
 
@@ -204,6 +205,13 @@ pub struct TailArgs {
     /// Start after this position instead of at the head.
     #[arg(long)]
     pub after: Option<u64>,
+    /// Follow this running server (its Server-Sent Events stream) instead of opening the store:
+    /// the way to follow an embedded store that a server has open.
+    #[arg(long, env = "EMPORIUM_SERVER")]
+    pub server: Option<String>,
+    /// API key with the `events` scope, for `--server`.
+    #[arg(long, env = "EMPORIUM_API_KEY", requires = "server")]
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -236,15 +244,21 @@ pub enum DemoCommand {
 
 #[derive(Debug, Args)]
 pub struct SeedArgs {
+    /// Products in the catalog.
     #[arg(long, default_value_t = 10_000)]
     pub products: u64,
+    /// Orders placed over the history (some are refused when stock runs out).
     #[arg(long, default_value_t = 20_000)]
     pub orders: u64,
+    /// Warehouses (1 to 64); each product is stocked in one to three.
     #[arg(long, default_value_t = 3)]
     pub warehouses: u32,
     /// Seed of the generator: the same seed gives the same data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Commands in flight at once.
+    #[arg(long, default_value_t = 512)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Subcommand)]

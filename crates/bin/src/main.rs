@@ -1,6 +1,8 @@
 //! The `emporium` binary: parses the command line and hands over to the libraries.
 
 mod cli;
+mod commands;
+mod serve;
 
 use clap::Parser;
 
@@ -16,7 +18,16 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    anyhow::bail!("{:?}: not wired yet", cli.command)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::serve(&cli.store, &args).await,
+            // Every other subcommand: crates/bin/src/commands/.
+            command => commands::run(&cli.store, command).await,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@
 
 pub mod auth;
 pub mod commands;
+pub mod events;
 pub mod extract;
 pub mod idempotency;
 pub mod metrics;
@@ -112,6 +113,9 @@ pub struct AppState {
     pub readiness: Arc<[Arc<dyn ReadinessCheck>]>,
     /// The write side, for the `commands` routes; they answer 503 without it.
     pub commands: Option<crate::commands::CommandService>,
+    /// The event log, for the `events` routes (the feed, SSE, as-of replay); they answer 503
+    /// without it.
+    pub event_store: Option<Arc<dyn emporium_eventstore::EventStore>>,
 }
 
 impl AppState {
@@ -126,7 +130,14 @@ impl AppState {
             metrics: Metrics::install(),
             readiness: Arc::from(Vec::new()),
             commands: None,
+            event_store: None,
         }
+    }
+
+    /// Serves the `events` routes from `store`.
+    pub fn with_event_store(mut self, store: Arc<dyn emporium_eventstore::EventStore>) -> Self {
+        self.event_store = Some(store);
+        self
     }
 
     /// Serves the `commands` routes with `service`.
@@ -185,8 +196,7 @@ impl RouteSet {
             commands: ApiRouter::new().merge(commands::routes()),
             // Issue 5: `.merge(crate::http::queries::routes())`.
             queries: ApiRouter::new(),
-            // Issue 6: `.merge(crate::http::events::routes())` (events, streams, SSE).
-            events: ApiRouter::new(),
+            events: ApiRouter::new().merge(events::routes()),
             // Issue 6: projection rebuilds, keys.
             admin: ApiRouter::new(),
         }
