@@ -34,6 +34,12 @@ pub trait Projection: Send + 'static {
     /// Folds `events` (in position order, every one after the checkpoint) and stores the new state
     /// with the checkpoint `events.last().position` in ONE transaction.
     fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+
+    /// Makes everything applied so far durable; called when the runner stops. A projection that
+    /// commits durably in `apply` has nothing to do.
+    fn flush(&mut self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,16 +191,31 @@ pub fn spawn<P: Projection>(
     let thread = std::thread::Builder::new()
         .name(format!("projection-{name}"))
         .spawn(move || {
-            run(
-                runtime,
-                store,
-                projection,
-                config,
-                position_tx,
-                shutdown_rx,
-                &thread_shared,
-            );
-            thread_shared.stats.lock().running = false;
+            // Dropping a subscription may need the runtime (sqlx connections), also outside
+            // `block_on`.
+            let _runtime = runtime.enter();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(
+                    runtime,
+                    store,
+                    projection,
+                    config,
+                    &position_tx,
+                    shutdown_rx,
+                    &thread_shared,
+                );
+            }));
+            let mut stats = thread_shared.stats.lock();
+            stats.running = false;
+            if outcome.is_err() {
+                // The transaction of the batch in hand was dropped uncommitted: the stored state
+                // is the last committed batch's, and a new runner resumes from there.
+                tracing::error!(projection = name, "projection thread panicked; stopped");
+                stats.last_error = Some("the projection panicked and stopped".to_owned());
+            }
+            drop(stats);
+            // Dropping the sender ends every read-your-writes wait with `Stopped`.
+            drop(position_tx);
         })
         .map_err(|e| ProjectionError::Storage(format!("cannot start projection thread: {e}")))?;
     Ok(ProjectionHandle {
@@ -212,7 +233,7 @@ fn run<P: Projection>(
     store: Arc<dyn EventStore>,
     mut projection: P,
     config: RunnerConfig,
-    position_tx: watch::Sender<Position>,
+    position_tx: &watch::Sender<Position>,
     mut shutdown: watch::Receiver<bool>,
     shared: &Shared,
 ) {
@@ -223,11 +244,17 @@ fn run<P: Projection>(
             &store,
             &mut projection,
             &config,
-            &position_tx,
+            position_tx,
             &mut shutdown,
             shared,
         ) {
-            Ok(()) => return, // shut down
+            Ok(()) => {
+                // Shut down.
+                if let Err(error) = projection.flush() {
+                    tracing::error!(projection = projection.name(), %error, "flush at stop failed");
+                }
+                return;
+            }
             Err(error) => {
                 tracing::error!(projection = projection.name(), %error, "projection failed; retrying");
                 shared.stats.lock().last_error = Some(error.to_string());
@@ -238,6 +265,9 @@ fn run<P: Projection>(
                     }
                 });
                 if stop {
+                    if let Err(error) = projection.flush() {
+                        tracing::error!(projection = projection.name(), %error, "flush at stop failed");
+                    }
                     return;
                 }
                 backoff = (backoff * 2).min(config.retry_backoff_max);
@@ -257,34 +287,55 @@ fn follow<P: Projection>(
     shared: &Shared,
 ) -> Result<(), ProjectionError> {
     let mut position = projection.checkpoint()?;
+    // A batch that committed but was reported as failed (or a restart) moves the checkpoint
+    // without a batch of this loop: publish it, or read-your-writes waits would hang.
+    position_tx.send_if_modified(|published| {
+        let moved = *published < position;
+        if moved {
+            *published = position;
+        }
+        moved
+    });
     let mut subscription = runtime.block_on(store.subscribe(position, ReadFilter::default()))?;
+    // Events received but not applied yet: the subscription's batches are the store's size,
+    // not ours.
+    let mut ready: Vec<RecordedEvent> = Vec::new();
     let mut batch: Vec<RecordedEvent> = Vec::with_capacity(config.batch_events_max);
     let mut previous_batch_end = Instant::now();
     loop {
-        // Wait for the next batch, or shutdown.
-        let first = runtime.block_on(async {
-            tokio::select! {
-                next = subscription.next() => Some(next),
-                _ = shutdown.wait_for(|&s| s) => None,
-            }
-        });
-        let Some(first) = first else { return Ok(()) };
-        let Some(first) = first else {
-            return Err(ProjectionError::Stopped(projection.name().to_owned()));
-        };
-        batch.extend(first?);
-        // Coalesce whatever is already there into one transaction.
-        while batch.len() < config.batch_events_max {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        if ready.is_empty() {
+            // Wait for the next events, or shutdown.
+            let first = runtime.block_on(async {
+                tokio::select! {
+                    next = subscription.next() => Some(next),
+                    _ = shutdown.wait_for(|&s| s) => None,
+                }
+            });
+            let Some(first) = first else { return Ok(()) };
+            let Some(first) = first else {
+                return Err(ProjectionError::Stopped(projection.name().to_owned()));
+            };
+            ready.extend(first?);
+        }
+        // Coalesce whatever is already there into one transaction, up to the limit.
+        while ready.len() < config.batch_events_max {
             match subscription.next().now_or_never() {
-                Some(Some(more)) => batch.extend(more?),
+                Some(Some(more)) => ready.extend(more?),
                 Some(None) | None => break,
             }
         }
+        let take = ready.len().min(config.batch_events_max.max(1));
+        batch.clear();
+        batch.extend(ready.drain(..take));
         // A subscription resumed after a failure may replay what was applied: skip it.
         batch.retain(|event| event.position > position);
         let Some(last) = batch.last().map(|e| e.position) else {
             continue;
         };
+        debug_assert!(batch.windows(2).all(|w| w[0].position < w[1].position));
         projection.apply(&batch)?;
         // The rate the projection actually moves at: catching up, its apply speed; following, the
         // rate events arrive.
@@ -315,6 +366,5 @@ fn follow<P: Projection>(
         metrics::counter!("emporium_projection_events_applied_total", "projection" => projection.name())
             .increment(applied);
         let _ = position_tx.send(position);
-        batch.clear();
     }
 }

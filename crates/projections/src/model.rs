@@ -1,0 +1,106 @@
+//! [`ReadModel`]: what the four read models have in common, so that the projection set can open,
+//! feed, rebuild and measure them the same way; and [`Feed`], the [`Projection`] that feeds one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use emporium_eventstore::{Position, RecordedEvent};
+
+use crate::runner::{Projection, ProjectionError};
+use crate::search::SearchIndexConfig;
+use crate::storage::StorageConfig;
+
+/// How the read models are opened.
+#[derive(Clone, Debug, Default)]
+pub struct ModelConfig {
+    pub storage: StorageConfig,
+    pub search: SearchIndexConfig,
+}
+
+impl ModelConfig {
+    /// Small caches and one search writer thread: tests open many models.
+    pub fn small() -> Self {
+        ModelConfig {
+            storage: StorageConfig::small(),
+            search: SearchIndexConfig::small(),
+        }
+    }
+}
+
+/// A read model with its own storage in one directory (one generation).
+///
+/// Reads take `&self` and may run concurrently with `apply`, which only the model's runner calls.
+pub trait ReadModel: Send + Sync + Sized + 'static {
+    /// Stable name, used in the CLI, metrics and on disk.
+    const NAME: &'static str;
+
+    /// Opens (or creates) the model in `dir`.
+    fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError>;
+
+    /// The position of the last event folded into the stored state (0: nothing yet).
+    fn checkpoint(&self) -> Result<Position, ProjectionError>;
+
+    /// Folds `events` (position order, all after the checkpoint) and stores the new state with
+    /// the checkpoint `events.last().position` in one transaction.
+    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
+
+    /// Makes everything applied so far durable.
+    fn flush(&self) -> Result<(), ProjectionError>;
+
+    /// The bytes the model takes on disk.
+    fn size_bytes(&self) -> u64;
+}
+
+/// Feeds a shared [`ReadModel`] from the runner.
+pub struct Feed<M>(pub Arc<M>);
+
+impl<M: ReadModel> Projection for Feed<M> {
+    fn name(&self) -> &'static str {
+        M::NAME
+    }
+
+    fn checkpoint(&self) -> Result<Position, ProjectionError> {
+        self.0.checkpoint()
+    }
+
+    fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        self.0.apply(events)
+    }
+
+    fn flush(&mut self) -> Result<(), ProjectionError> {
+        self.0.flush()
+    }
+}
+
+/// Why a read-model query gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The cursor was not made by this query (the client's fault).
+    #[error("invalid cursor: {0}")]
+    InvalidCursor(&'static str),
+    #[error(transparent)]
+    Storage(#[from] ProjectionError),
+}
+
+impl From<redb::StorageError> for ReadError {
+    fn from(error: redb::StorageError) -> Self {
+        ReadError::Storage(crate::storage::storage_error(error))
+    }
+}
+
+impl From<redb::TableError> for ReadError {
+    fn from(error: redb::TableError) -> Self {
+        ReadError::Storage(crate::storage::storage_error(error))
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The largest page a listing returns.
+pub const PAGE_LIMIT_MAX: usize = 100;

@@ -1,0 +1,556 @@
+//! The orders read model: every order by id and by customer (newest first, cursor-paginated),
+//! with its status, payment status, lines, totals, stock allocations, expiry and the history of
+//! its events; and the index of open (placed, unpaid) orders by expiry time that the expirer
+//! reads ([`Orders::expired_unpaid`]).
+//!
+//! # Tables
+//!
+//! - `orders`: order id (u128) → [`OrderRow`] (postcard).
+//! - `customer_orders`: `(customer id, order id)` → `()`. Order ids are UUID v7, so within a
+//!   customer they sort by placement time; a reverse range is newest first.
+//! - `open_orders_by_expiry`: `(expires at µs, order id)` → `()` for every order whose status is
+//!   `placed` (reservation held, nothing paid or authorized): exactly the orders an expirer may
+//!   expire.
+//! - `pending_allocations`: order id → allocations seen on a stock stream before the order's
+//!   `OrderPlaced` (the command service appends the order stream first, so this stays empty;
+//!   it is here so that another writer's order cannot lose allocations).
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::ops::Bound;
+use std::path::Path;
+
+use emporium_domain::{Event, OrderEvent, OrderStatus, PaymentStatus, StockEvent};
+use emporium_eventstore::{Position, RecordedEvent};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{ModelConfig, PAGE_LIMIT_MAX, Page, ReadError, ReadModel};
+use crate::runner::ProjectionError;
+use crate::storage::{
+    ModelDb, decode_event, decode_row, encode_row, is_order_stream, is_stock_stream, storage_error,
+};
+
+const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
+const CUSTOMER_ORDERS: TableDefinition<(&str, u128), ()> = TableDefinition::new("customer_orders");
+const OPEN_BY_EXPIRY: TableDefinition<(i64, u128), ()> =
+    TableDefinition::new("open_orders_by_expiry");
+const PENDING_ALLOCATIONS: TableDefinition<u128, &[u8]> =
+    TableDefinition::new("pending_allocations");
+const SCHEMA: u64 = 1;
+
+/// The most history entries kept per order (the first, and the latest ones).
+pub const ORDER_HISTORY_MAX: usize = 256;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLineRow {
+    pub sku: String,
+    pub quantity: u64,
+    pub unit_price_minor: i64,
+    pub line_total_minor: i64,
+}
+
+/// What became of an allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AllocationState {
+    Reserved,
+    Released,
+    Shipped,
+}
+
+impl AllocationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllocationState::Reserved => "reserved",
+            AllocationState::Released => "released",
+            AllocationState::Shipped => "shipped",
+        }
+    }
+}
+
+/// Units of one line taken from one warehouse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocationRow {
+    pub sku: String,
+    pub warehouse: String,
+    pub quantity: u64,
+    pub state: AllocationState,
+}
+
+/// One event of the order's life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// `placed`, `payment_authorized`, `payment_captured`, `payment_failed`, `cancelled`,
+    /// `expired`, `shipped`, `refunded`.
+    pub event: String,
+    /// The status after the event.
+    pub status: OrderStatus,
+    pub at_micros: i64,
+    pub position: Position,
+}
+
+/// An order as the read side serves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRow {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub lines: Vec<OrderLineRow>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub status: OrderStatus,
+    /// Authorized and not yet captured.
+    pub authorized_minor: i64,
+    pub captured_minor: i64,
+    pub refunded_minor: i64,
+    pub payment_failures: u32,
+    pub placed_at_micros: i64,
+    pub expires_at_micros: i64,
+    pub updated_at_micros: i64,
+    pub allocations: Vec<AllocationRow>,
+    pub history: Vec<HistoryEntry>,
+    /// The version of the last event of `order-{id}` folded in.
+    pub version: u64,
+    /// The global position of the last event folded into this row (order or allocation).
+    pub position: Position,
+}
+
+impl OrderRow {
+    /// The Order aggregate's payment status, from the amounts.
+    pub fn payment_status(&self) -> PaymentStatus {
+        if self.refunded_minor > 0 && self.refunded_minor >= self.captured_minor {
+            PaymentStatus::Refunded
+        } else if self.refunded_minor > 0 {
+            PaymentStatus::PartiallyRefunded
+        } else if self.captured_minor > 0 {
+            PaymentStatus::Captured
+        } else if self.authorized_minor > 0 {
+            PaymentStatus::Authorized
+        } else {
+            PaymentStatus::Unpaid
+        }
+    }
+
+    /// Placed, with its reservation held and nothing paid or authorized: the expirer's business.
+    pub fn is_open(&self) -> bool {
+        self.status == OrderStatus::Placed
+    }
+
+    fn open_key(&self) -> Option<(i64, u128)> {
+        self.is_open()
+            .then_some((self.expires_at_micros, self.order_id.as_u128()))
+    }
+}
+
+/// An open order whose reservation has expired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExpiredOrder {
+    pub order_id: Uuid,
+    pub expires_at_micros: i64,
+}
+
+struct Touched {
+    /// Whether `orders` held the row before the batch, and its open-index key then.
+    existed: bool,
+    open_before: Option<(i64, u128)>,
+    row: Option<OrderRow>,
+    /// Allocations of an order not placed yet (and whether some were stored before).
+    pending: Vec<AllocationRow>,
+    pending_stored: bool,
+}
+
+/// The orders read model.
+pub struct Orders {
+    db: ModelDb,
+}
+
+impl ReadModel for Orders {
+    const NAME: &'static str = "orders";
+
+    fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError> {
+        let db = ModelDb::open(&dir.join("orders.redb"), SCHEMA, &config.storage, |txn| {
+            txn.open_table(ORDERS)?;
+            txn.open_table(CUSTOMER_ORDERS)?;
+            txn.open_table(OPEN_BY_EXPIRY)?;
+            txn.open_table(PENDING_ALLOCATIONS)?;
+            Ok(())
+        })?;
+        Ok(Orders { db })
+    }
+
+    fn checkpoint(&self) -> Result<Position, ProjectionError> {
+        self.db.checkpoint()
+    }
+
+    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.db
+            .write_batch(last.position, |txn| apply_batch(txn, events))
+    }
+
+    fn flush(&self) -> Result<(), ProjectionError> {
+        self.db.flush()
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.db.size_bytes()
+    }
+}
+
+/// The events the orders model folds: the order's own, and the allocations on stock streams.
+enum OrderFold {
+    Order(OrderEvent),
+    Stock(StockEvent),
+}
+
+fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut orders = txn.open_table(ORDERS).map_err(storage_error)?;
+    let mut pending_table = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
+    let mut touched: HashMap<u128, Touched> = HashMap::new();
+    for event in events {
+        let fold = if is_order_stream(&event.stream) {
+            match decode_event(event)? {
+                Event::Order(e) => OrderFold::Order(e),
+                _ => continue,
+            }
+        } else if is_stock_stream(&event.stream)
+            && matches!(
+                event.event_type.as_str(),
+                "StockReserved.v1" | "ReservationReleased.v1" | "StockShipped.v1"
+            )
+        {
+            match decode_event(event)? {
+                Event::Stock(e) => OrderFold::Stock(e),
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let order_id = match &fold {
+            OrderFold::Order(e) => order_id(e),
+            OrderFold::Stock(StockEvent::Reserved(e)) => e.order_id.0,
+            OrderFold::Stock(StockEvent::ReservationReleased(e)) => e.order_id.0,
+            OrderFold::Stock(StockEvent::Shipped(e)) => e.order_id.0,
+            OrderFold::Stock(_) => continue,
+        };
+        let entry = match touched.entry(order_id.as_u128()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let id = order_id.as_u128();
+                let row: Option<OrderRow> = orders
+                    .get(id)
+                    .map_err(storage_error)?
+                    .map(|v| decode_row(v.value()))
+                    .transpose()?;
+                let (pending, pending_stored) = if row.is_none() {
+                    match pending_table.get(id).map_err(storage_error)? {
+                        Some(v) => (decode_row(v.value())?, true),
+                        None => (Vec::new(), false),
+                    }
+                } else {
+                    (Vec::new(), false)
+                };
+                entry.insert(Touched {
+                    existed: row.is_some(),
+                    open_before: row.as_ref().and_then(OrderRow::open_key),
+                    row,
+                    pending,
+                    pending_stored,
+                })
+            }
+        };
+        match fold {
+            OrderFold::Order(e) => fold_order(entry, &e, event),
+            OrderFold::Stock(e) => fold_allocation(entry, &e, event),
+        }
+    }
+
+    let mut customers = txn.open_table(CUSTOMER_ORDERS).map_err(storage_error)?;
+    let mut open = txn.open_table(OPEN_BY_EXPIRY).map_err(storage_error)?;
+    for (&id, touched) in &touched {
+        let Some(row) = &touched.row else {
+            if !touched.pending.is_empty() {
+                pending_table
+                    .insert(id, encode_row(&touched.pending)?.as_slice())
+                    .map_err(storage_error)?;
+            }
+            continue;
+        };
+        orders
+            .insert(id, encode_row(row)?.as_slice())
+            .map_err(storage_error)?;
+        if !touched.existed {
+            customers
+                .insert((row.customer_id.as_str(), id), ())
+                .map_err(storage_error)?;
+        }
+        if touched.pending_stored {
+            pending_table.remove(id).map_err(storage_error)?;
+        }
+        let open_after = row.open_key();
+        if touched.open_before != open_after {
+            if let Some(key) = touched.open_before {
+                open.remove(key).map_err(storage_error)?;
+            }
+            if let Some(key) = open_after {
+                open.insert(key, ()).map_err(storage_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn order_id(event: &OrderEvent) -> Uuid {
+    match event {
+        OrderEvent::Placed(e) => e.order_id.0,
+        OrderEvent::PaymentAuthorized(e) => e.order_id.0,
+        OrderEvent::PaymentCaptured(e) => e.order_id.0,
+        OrderEvent::PaymentFailed(e) => e.order_id.0,
+        OrderEvent::Cancelled(e) => e.order_id.0,
+        OrderEvent::Expired(e) => e.order_id.0,
+        OrderEvent::Shipped(e) => e.order_id.0,
+        OrderEvent::Refunded(e) => e.order_id.0,
+    }
+}
+
+/// The orders model's fold of an order event (the Order aggregate's `evolve`, plus history).
+fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEvent) {
+    if let OrderEvent::Placed(e) = event {
+        touched.row = Some(OrderRow {
+            order_id: e.order_id.0,
+            customer_id: e.customer_id.to_string(),
+            lines: e
+                .lines
+                .iter()
+                .map(|l| OrderLineRow {
+                    sku: l.sku.to_string(),
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price.amount_minor,
+                    line_total_minor: l.line_total.amount_minor,
+                })
+                .collect(),
+            total_minor: e.total.amount_minor,
+            currency: e.total.currency.to_string(),
+            status: OrderStatus::Placed,
+            authorized_minor: 0,
+            captured_minor: 0,
+            refunded_minor: 0,
+            payment_failures: 0,
+            placed_at_micros: e.at.as_micros(),
+            expires_at_micros: e.expires_at.as_micros(),
+            updated_at_micros: e.at.as_micros(),
+            allocations: std::mem::take(&mut touched.pending),
+            history: Vec::new(),
+            version: recorded.version,
+            position: recorded.position,
+        });
+    }
+    let Some(row) = touched.row.as_mut() else {
+        tracing::warn!(
+            position = recorded.position,
+            stream = recorded.stream,
+            "order event before OrderPlaced; ignored"
+        );
+        return;
+    };
+    let (label, at) = match event {
+        OrderEvent::Placed(e) => ("placed", e.at),
+        OrderEvent::PaymentAuthorized(e) => {
+            row.status = OrderStatus::Authorized;
+            row.authorized_minor = e.amount.amount_minor;
+            ("payment_authorized", e.at)
+        }
+        OrderEvent::PaymentCaptured(e) => {
+            row.status = OrderStatus::Paid;
+            row.authorized_minor = 0;
+            row.captured_minor = row.captured_minor.saturating_add(e.amount.amount_minor);
+            ("payment_captured", e.at)
+        }
+        OrderEvent::PaymentFailed(e) => {
+            row.status = OrderStatus::Placed;
+            row.authorized_minor = 0;
+            row.payment_failures = row.payment_failures.saturating_add(1);
+            ("payment_failed", e.at)
+        }
+        OrderEvent::Cancelled(e) => {
+            row.status = OrderStatus::Cancelled;
+            row.authorized_minor = 0;
+            ("cancelled", e.at)
+        }
+        OrderEvent::Expired(e) => {
+            row.status = OrderStatus::Expired;
+            ("expired", e.at)
+        }
+        OrderEvent::Shipped(e) => {
+            row.status = OrderStatus::Shipped;
+            ("shipped", e.at)
+        }
+        OrderEvent::Refunded(e) => {
+            row.refunded_minor = row.refunded_minor.saturating_add(e.amount.amount_minor);
+            ("refunded", e.at)
+        }
+    };
+    row.updated_at_micros = at.as_micros();
+    row.version = recorded.version;
+    row.position = recorded.position;
+    if row.history.len() >= ORDER_HISTORY_MAX {
+        row.history.remove(1);
+    }
+    row.history.push(HistoryEntry {
+        event: label.to_owned(),
+        status: row.status,
+        at_micros: at.as_micros(),
+        position: recorded.position,
+    });
+}
+
+fn fold_allocation(touched: &mut Touched, event: &StockEvent, recorded: &RecordedEvent) {
+    let (allocations, sku) = match touched.row.as_mut() {
+        Some(row) => {
+            row.position = recorded.position;
+            (&mut row.allocations, stock_event_sku(event))
+        }
+        None => (&mut touched.pending, stock_event_sku(event)),
+    };
+    match event {
+        StockEvent::Reserved(e) => {
+            allocations.retain(|a| a.sku != sku);
+            allocations.extend(e.allocations.iter().map(|a| AllocationRow {
+                sku: sku.to_owned(),
+                warehouse: a.warehouse.to_string(),
+                quantity: a.quantity,
+                state: AllocationState::Reserved,
+            }));
+        }
+        StockEvent::ReservationReleased(_) | StockEvent::Shipped(_) => {
+            let state = if matches!(event, StockEvent::Shipped(_)) {
+                AllocationState::Shipped
+            } else {
+                AllocationState::Released
+            };
+            for a in allocations.iter_mut().filter(|a| a.sku == sku) {
+                a.state = state;
+            }
+        }
+        _ => {}
+    }
+}
+
+fn stock_event_sku(event: &StockEvent) -> &str {
+    crate::stock_levels::stock_sku(event)
+}
+
+impl Orders {
+    pub fn order(&self, order_id: Uuid) -> Result<Option<OrderRow>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let orders = txn.open_table(ORDERS).map_err(storage_error)?;
+        orders
+            .get(order_id.as_u128())
+            .map_err(storage_error)?
+            .map(|v| decode_row(v.value()))
+            .transpose()
+    }
+
+    /// A customer's orders, newest first, after the `cursor` of the previous page.
+    pub fn customer_orders(
+        &self,
+        customer_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OrderRow>, ReadError> {
+        let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+        let upper = match cursor {
+            Some(cursor) => {
+                let id = Uuid::try_parse(cursor)
+                    .map_err(|_| ReadError::InvalidCursor("not an order id"))?;
+                Bound::Excluded((customer_id, id.as_u128()))
+            }
+            None => Bound::Included((customer_id, u128::MAX)),
+        };
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(CUSTOMER_ORDERS)?;
+        let orders = txn.open_table(ORDERS)?;
+        let mut ids = Vec::with_capacity(limit + 1);
+        for entry in index
+            .range::<(&str, u128)>((Bound::Included((customer_id, 0)), upper))?
+            .rev()
+            .take(limit + 1)
+        {
+            let (key, _) = entry?;
+            ids.push(key.value().1);
+        }
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let mut items = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let row = orders
+                .get(*id)?
+                .ok_or_else(|| storage_error("customer index names an order that is not stored"))?;
+            items.push(decode_row(row.value())?);
+        }
+        let next_cursor = if more {
+            ids.last().map(|id| Uuid::from_u128(*id).to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Open (placed, unpaid) orders whose reservation expired at or before `now_micros`, the
+    /// earliest first, at most `limit`.
+    pub fn expired_unpaid(
+        &self,
+        now_micros: i64,
+        limit: usize,
+    ) -> Result<Vec<ExpiredOrder>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let open = txn.open_table(OPEN_BY_EXPIRY).map_err(storage_error)?;
+        let mut out = Vec::new();
+        for entry in open
+            .range::<(i64, u128)>((i64::MIN, 0)..=(now_micros, u128::MAX))
+            .map_err(storage_error)?
+            .take(limit)
+        {
+            let (key, _) = entry.map_err(storage_error)?;
+            let (expires_at_micros, id) = key.value();
+            out.push(ExpiredOrder {
+                order_id: Uuid::from_u128(id),
+                expires_at_micros,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every order in id order, and every entry of the open-orders index (for `verify` and
+    /// tests: loads everything).
+    pub fn all(&self) -> Result<(Vec<OrderRow>, Vec<ExpiredOrder>), ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let orders = txn.open_table(ORDERS).map_err(storage_error)?;
+        let open = txn.open_table(OPEN_BY_EXPIRY).map_err(storage_error)?;
+        let mut rows = Vec::new();
+        for entry in orders.iter().map_err(storage_error)? {
+            let (_, v) = entry.map_err(storage_error)?;
+            rows.push(decode_row(v.value())?);
+        }
+        let mut index = Vec::new();
+        for entry in open.iter().map_err(storage_error)? {
+            let (k, _) = entry.map_err(storage_error)?;
+            let (expires_at_micros, id) = k.value();
+            index.push(ExpiredOrder {
+                order_id: Uuid::from_u128(id),
+                expires_at_micros,
+            });
+        }
+        Ok((rows, index))
+    }
+
+    /// The number of open orders.
+    pub fn open_count(&self) -> Result<u64, ProjectionError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        let open = txn.open_table(OPEN_BY_EXPIRY).map_err(storage_error)?;
+        open.len().map_err(storage_error)
+    }
+}

@@ -1,0 +1,299 @@
+//! The stock levels read model: per SKU and per warehouse, units on hand, reserved and available
+//! (on hand − reserved), with totals.
+//!
+//! # Tables
+//!
+//! - `stock_levels`: SKU → [`StockRow`] (postcard; warehouses in id order).
+//! - `warehouse_skus`: `(warehouse, sku)` → `()`, the SKUs a warehouse has ever held.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::Path;
+
+use emporium_domain::{Allocation, Event, StockEvent};
+use emporium_eventstore::{Position, RecordedEvent};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ModelConfig, PAGE_LIMIT_MAX, ReadModel};
+use crate::runner::ProjectionError;
+use crate::storage::{
+    ModelDb, decode_event, decode_row, encode_row, is_stock_stream, storage_error,
+};
+
+const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
+const WAREHOUSE_SKUS: TableDefinition<(&str, &str), ()> = TableDefinition::new("warehouse_skus");
+const SCHEMA: u64 = 1;
+
+/// One warehouse's units of one SKU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarehouseLevel {
+    pub warehouse: String,
+    pub on_hand: u64,
+    pub reserved: u64,
+}
+
+impl WarehouseLevel {
+    pub fn available(&self) -> u64 {
+        self.on_hand.saturating_sub(self.reserved)
+    }
+}
+
+/// The stock of one SKU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRow {
+    pub sku: String,
+    /// In warehouse id order.
+    pub warehouses: Vec<WarehouseLevel>,
+    pub updated_at_micros: i64,
+    /// The version of the last event of `stock-{sku}` folded in.
+    pub version: u64,
+    /// The global position of that event.
+    pub position: Position,
+}
+
+impl StockRow {
+    pub fn on_hand(&self) -> u64 {
+        self.warehouses.iter().map(|w| w.on_hand).sum()
+    }
+
+    pub fn reserved(&self) -> u64 {
+        self.warehouses.iter().map(|w| w.reserved).sum()
+    }
+
+    /// Available over every warehouse.
+    pub fn available(&self) -> u64 {
+        self.warehouses.iter().map(WarehouseLevel::available).sum()
+    }
+
+    pub fn warehouse(&self, warehouse: &str) -> Option<&WarehouseLevel> {
+        self.warehouses
+            .binary_search_by(|w| w.warehouse.as_str().cmp(warehouse))
+            .ok()
+            .and_then(|i| self.warehouses.get(i))
+    }
+
+    fn warehouse_mut(&mut self, warehouse: &str) -> &mut WarehouseLevel {
+        let i = match self
+            .warehouses
+            .binary_search_by(|w| w.warehouse.as_str().cmp(warehouse))
+        {
+            Ok(i) => i,
+            Err(i) => {
+                self.warehouses.insert(
+                    i,
+                    WarehouseLevel {
+                        warehouse: warehouse.to_owned(),
+                        ..WarehouseLevel::default()
+                    },
+                );
+                i
+            }
+        };
+        &mut self.warehouses[i]
+    }
+}
+
+/// Folds one stock event into a row: the StockItem aggregate's `evolve`, warehouses only
+/// (saturating, like it). Shared with the search projection, which needs the same numbers.
+pub(crate) fn fold_stock(row: &mut StockRow, event: &StockEvent) -> i64 {
+    fn release(row: &mut StockRow, allocations: &[Allocation], ship: bool) {
+        for a in allocations {
+            let w = row.warehouse_mut(a.warehouse.as_str());
+            w.reserved = w.reserved.saturating_sub(a.quantity);
+            if ship {
+                w.on_hand = w.on_hand.saturating_sub(a.quantity);
+            }
+        }
+    }
+    match event {
+        StockEvent::Received(e) => {
+            let w = row.warehouse_mut(e.warehouse.as_str());
+            w.on_hand = w.on_hand.saturating_add(e.quantity);
+            e.at.as_micros()
+        }
+        StockEvent::Adjusted(e) => {
+            row.warehouse_mut(e.warehouse.as_str()).on_hand = e.counted;
+            e.at.as_micros()
+        }
+        StockEvent::Transferred(e) => {
+            let from = row.warehouse_mut(e.from.as_str());
+            from.on_hand = from.on_hand.saturating_sub(e.quantity);
+            let to = row.warehouse_mut(e.to.as_str());
+            to.on_hand = to.on_hand.saturating_add(e.quantity);
+            e.at.as_micros()
+        }
+        StockEvent::Reserved(e) => {
+            for a in &e.allocations {
+                let w = row.warehouse_mut(a.warehouse.as_str());
+                w.reserved = w.reserved.saturating_add(a.quantity);
+            }
+            e.at.as_micros()
+        }
+        StockEvent::ReservationReleased(e) => {
+            release(row, &e.allocations, false);
+            e.at.as_micros()
+        }
+        StockEvent::Shipped(e) => {
+            release(row, &e.allocations, true);
+            e.at.as_micros()
+        }
+    }
+}
+
+pub(crate) fn stock_sku(event: &StockEvent) -> &str {
+    match event {
+        StockEvent::Received(e) => e.sku.as_str(),
+        StockEvent::Adjusted(e) => e.sku.as_str(),
+        StockEvent::Transferred(e) => e.sku.as_str(),
+        StockEvent::Reserved(e) => e.sku.as_str(),
+        StockEvent::ReservationReleased(e) => e.sku.as_str(),
+        StockEvent::Shipped(e) => e.sku.as_str(),
+    }
+}
+
+/// The stock levels read model.
+pub struct StockLevels {
+    db: ModelDb,
+}
+
+impl ReadModel for StockLevels {
+    const NAME: &'static str = "stock";
+
+    fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError> {
+        let db = ModelDb::open(&dir.join("stock.redb"), SCHEMA, &config.storage, |txn| {
+            txn.open_table(STOCK)?;
+            txn.open_table(WAREHOUSE_SKUS)?;
+            Ok(())
+        })?;
+        Ok(StockLevels { db })
+    }
+
+    fn checkpoint(&self) -> Result<Position, ProjectionError> {
+        self.db.checkpoint()
+    }
+
+    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.db
+            .write_batch(last.position, |txn| apply_batch(txn, events))
+    }
+
+    fn flush(&self) -> Result<(), ProjectionError> {
+        self.db.flush()
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.db.size_bytes()
+    }
+}
+
+fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut table = txn.open_table(STOCK).map_err(storage_error)?;
+    // (row, warehouses before the batch)
+    let mut touched: HashMap<String, (StockRow, usize)> = HashMap::new();
+    for event in events {
+        if !is_stock_stream(&event.stream) {
+            continue;
+        }
+        let Event::Stock(stock_event) = decode_event(event)? else {
+            continue;
+        };
+        let sku = stock_sku(&stock_event);
+        let (row, _) = match touched.entry(sku.to_owned()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let row: StockRow = match table.get(sku).map_err(storage_error)? {
+                    Some(v) => decode_row(v.value())?,
+                    None => StockRow {
+                        sku: sku.to_owned(),
+                        ..StockRow::default()
+                    },
+                };
+                let warehouses = row.warehouses.len();
+                entry.insert((row, warehouses))
+            }
+        };
+        row.updated_at_micros = fold_stock(row, &stock_event);
+        row.version = event.version;
+        row.position = event.position;
+    }
+    let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
+    for (sku, (row, warehouses_before)) in &touched {
+        table
+            .insert(sku.as_str(), encode_row(row)?.as_slice())
+            .map_err(storage_error)?;
+        // Warehouses are never removed from a row: a new one shows up as a longer list.
+        if row.warehouses.len() != *warehouses_before {
+            for w in &row.warehouses {
+                warehouse_skus
+                    .insert((w.warehouse.as_str(), sku.as_str()), ())
+                    .map_err(storage_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl StockLevels {
+    /// The stock of one SKU; `None` if no stock event ever named it.
+    pub fn sku(&self, sku: &str) -> Result<Option<StockRow>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STOCK).map_err(storage_error)?;
+        table
+            .get(sku)
+            .map_err(storage_error)?
+            .map(|v| decode_row(v.value()))
+            .transpose()
+    }
+
+    /// Every row in SKU order (for `verify` and tests: loads everything).
+    pub fn all(&self) -> Result<Vec<StockRow>, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STOCK).map_err(storage_error)?;
+        let mut rows = Vec::new();
+        for entry in table.iter().map_err(storage_error)? {
+            let (_, v) = entry.map_err(storage_error)?;
+            rows.push(decode_row(v.value())?);
+        }
+        Ok(rows)
+    }
+
+    /// The stock of the SKUs a warehouse holds or held, in SKU order, after `after_sku`.
+    pub fn warehouse(
+        &self,
+        warehouse: &str,
+        after_sku: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, WarehouseLevel)>, ProjectionError> {
+        let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
+        let table = txn.open_table(STOCK).map_err(storage_error)?;
+        let lower = match after_sku {
+            Some(sku) => std::ops::Bound::Excluded((warehouse, sku)),
+            None => std::ops::Bound::Included((warehouse, "")),
+        };
+        let mut out = Vec::new();
+        for entry in index
+            .range::<(&str, &str)>((lower, std::ops::Bound::Unbounded))
+            .map_err(storage_error)?
+        {
+            let (key, _) = entry.map_err(storage_error)?;
+            let (w, sku) = key.value();
+            if w != warehouse || out.len() >= limit {
+                break;
+            }
+            let Some(row) = table.get(sku).map_err(storage_error)? else {
+                continue;
+            };
+            let row: StockRow = decode_row(row.value())?;
+            if let Some(level) = row.warehouse(warehouse) {
+                out.push((sku.to_owned(), level.clone()));
+            }
+        }
+        Ok(out)
+    }
+}

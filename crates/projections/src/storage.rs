@@ -1,0 +1,258 @@
+//! The storage every redb-backed read model shares: one redb file per projection generation, a
+//! `meta` table with the checkpoint and the schema version, and [`ModelDb::write_batch`], which
+//! writes a batch's rows and its checkpoint in ONE write transaction.
+//!
+//! # Durability
+//!
+//! The event log is the source of truth; a read model only has to be *consistent* (state and
+//! checkpoint from the same transaction) and to survive a restart without replaying from zero.
+//! So a batch commits with [`redb::Durability::None`] (visible to readers at once, no fsync), and
+//! at most every `durable_interval` a batch commits with `Immediate`, which makes it and every
+//! non-durable commit before it durable. A crash loses at most that interval of *progress*: the
+//! database reopens at the last durable commit, whose checkpoint says where to resume, so no
+//! event is skipped or applied twice. [`ModelDb::flush`] (called when a runner stops) makes the
+//! latest commit durable.
+//!
+//! See `docs/adr/0003-read-model-storage.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use emporium_domain::Event;
+use emporium_eventstore::{Position, RecordedEvent};
+use parking_lot::Mutex;
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::runner::ProjectionError;
+
+/// `checkpoint` and `schema`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const CHECKPOINT: &str = "checkpoint";
+const SCHEMA: &str = "schema";
+
+/// The largest encoded row a read model writes (an order of 100 lines with a long history fits
+/// many times over). Asserted before each write so that a runaway row fails loudly.
+pub(crate) const ROW_BYTES_MAX: usize = 4 << 20;
+
+/// How a read model's storage is tuned.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// redb's page cache for this database.
+    pub cache_bytes: usize,
+    /// The longest time between two durable (fsynced) commits.
+    pub durable_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_bytes: 256 << 20,
+            durable_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// A small cache: tests open many databases.
+    pub fn small() -> Self {
+        StorageConfig {
+            cache_bytes: 8 << 20,
+            durable_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+pub(crate) fn storage_error(error: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Storage(error.to_string())
+}
+
+/// One redb database holding one read model and its checkpoint.
+pub(crate) struct ModelDb {
+    db: Database,
+    path: PathBuf,
+    durable_interval: Duration,
+    last_durable: Mutex<Instant>,
+}
+
+impl ModelDb {
+    /// Opens (or creates) `path`. A database written by another `schema` version is deleted and
+    /// recreated empty (checkpoint 0): read models are rebuilt from the log, never migrated.
+    /// `create_tables` opens every table once, so that readers never meet a missing table.
+    pub(crate) fn open(
+        path: &Path,
+        schema: u64,
+        config: &StorageConfig,
+        create_tables: fn(&WriteTransaction) -> Result<(), redb::TableError>,
+    ) -> Result<Self, ProjectionError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(storage_error)?;
+        }
+        let open = || {
+            Database::builder()
+                .set_cache_size(config.cache_bytes)
+                .create(path)
+                .map_err(|e| storage_error(format!("opening {}: {e}", path.display())))
+        };
+        let mut db = open()?;
+        let stored_schema = {
+            let txn = db.begin_read().map_err(storage_error)?;
+            match txn.open_table(META) {
+                Ok(meta) => meta.get(SCHEMA).map_err(storage_error)?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(storage_error(e)),
+            }
+        };
+        if stored_schema.is_some_and(|s| s != schema) {
+            tracing::warn!(
+                path = %path.display(),
+                stored = ?stored_schema,
+                schema,
+                "read model written by another schema version: starting it over from position 0"
+            );
+            drop(db);
+            std::fs::remove_file(path).map_err(storage_error)?;
+            db = open()?;
+        }
+        let txn = db.begin_write().map_err(storage_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage_error)?;
+            if meta.get(SCHEMA).map_err(storage_error)?.is_none() {
+                meta.insert(SCHEMA, schema).map_err(storage_error)?;
+                meta.insert(CHECKPOINT, 0).map_err(storage_error)?;
+            }
+        }
+        create_tables(&txn).map_err(storage_error)?;
+        txn.commit().map_err(storage_error)?;
+        Ok(ModelDb {
+            db,
+            path: path.to_owned(),
+            durable_interval: config.durable_interval,
+            last_durable: Mutex::new(Instant::now()),
+        })
+    }
+
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, ProjectionError> {
+        self.db.begin_read().map_err(storage_error)
+    }
+
+    /// The position of the last event folded into the stored state.
+    pub(crate) fn checkpoint(&self) -> Result<Position, ProjectionError> {
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(META).map_err(storage_error)?;
+        Ok(meta
+            .get(CHECKPOINT)
+            .map_err(storage_error)?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Runs `write` in one write transaction and stores `checkpoint` in the same transaction.
+    /// Nothing is written if `write` fails. The checkpoint must move forward.
+    pub(crate) fn write_batch(
+        &self,
+        checkpoint: Position,
+        write: impl FnOnce(&WriteTransaction) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        let mut txn = self.db.begin_write().map_err(storage_error)?;
+        {
+            let mut meta = txn.open_table(META).map_err(storage_error)?;
+            let stored = meta
+                .get(CHECKPOINT)
+                .map_err(storage_error)?
+                .map_or(0, |v| v.value());
+            if checkpoint <= stored {
+                return Err(ProjectionError::Storage(format!(
+                    "checkpoint would move backwards: stored {stored}, batch ends at {checkpoint}"
+                )));
+            }
+            meta.insert(CHECKPOINT, checkpoint).map_err(storage_error)?;
+        }
+        write(&txn)?;
+        let mut last_durable = self.last_durable.lock();
+        let durable = last_durable.elapsed() >= self.durable_interval;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(storage_error)?;
+        txn.commit().map_err(storage_error)?;
+        if durable {
+            *last_durable = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Makes every commit so far durable.
+    pub(crate) fn flush(&self) -> Result<(), ProjectionError> {
+        let mut txn = self.db.begin_write().map_err(storage_error)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(storage_error)?;
+        txn.commit().map_err(storage_error)?;
+        *self.last_durable.lock() = Instant::now();
+        Ok(())
+    }
+
+    pub(crate) fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+}
+
+/// A row as stored: postcard, bounded.
+pub(crate) fn encode_row<T: Serialize>(row: &T) -> Result<Vec<u8>, ProjectionError> {
+    let bytes = postcard::to_allocvec(row).map_err(storage_error)?;
+    if bytes.len() > ROW_BYTES_MAX {
+        return Err(ProjectionError::Storage(format!(
+            "a row of {} bytes exceeds the limit of {ROW_BYTES_MAX}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn decode_row<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProjectionError> {
+    postcard::from_bytes(bytes).map_err(|e| storage_error(format!("corrupt stored row: {e}")))
+}
+
+/// Decodes a recorded event (upcasting old versions).
+pub(crate) fn decode_event(event: &RecordedEvent) -> Result<Event, ProjectionError> {
+    emporium_domain::decode(&event.event_type, &event.payload).map_err(|e| {
+        ProjectionError::Decode {
+            position: event.position,
+            event_type: event.event_type.clone(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Which aggregate a stream belongs to, from its name (cheaper than decoding).
+pub(crate) fn is_product_stream(stream: &str) -> bool {
+    stream.starts_with("product-")
+}
+
+pub(crate) fn is_stock_stream(stream: &str) -> bool {
+    stream.starts_with("stock-")
+}
+
+pub(crate) fn is_order_stream(stream: &str) -> bool {
+    stream.starts_with("order-")
+}
+
+/// The total size of the files under `dir`.
+pub(crate) fn dir_size_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => dir_size_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}

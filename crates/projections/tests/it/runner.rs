@@ -1,0 +1,257 @@
+//! The runner: follows the log, answers read-your-writes waits, survives a crash mid-batch and a
+//! restart with the same state as a from-scratch rebuild. On both event stores.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use emporium_eventstore::{EventStore, RecordedEvent};
+use emporium_projections::runner::{self, Projection, ProjectionError, RunnerConfig, WaitError};
+use emporium_projections::{Catalog, Feed, ModelConfig, Orders, ReadModel, StockLevels};
+
+use crate::support::{World, fold_all, scenario, with_embedded, with_postgres};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn config() -> RunnerConfig {
+    RunnerConfig {
+        batch_events_max: 4,
+        retry_backoff_min: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(50),
+    }
+}
+
+/// How the faulty projection fails.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The batch that holds the K-th event gets a corrupt payload there: the model fails inside
+    /// its transaction, after folding the events before it. Once.
+    CorruptAt(u64),
+    /// The first half of the batch that holds the K-th event is committed, then the thread
+    /// panics (a crash between two transactions, and the runner dies).
+    PanicAt(u64),
+}
+
+/// Wraps a model's feed and fails once, as `fault` says.
+struct Faulty<M> {
+    inner: Feed<M>,
+    fault: Fault,
+    seen: u64,
+    fired: bool,
+}
+
+impl<M: ReadModel> Projection for Faulty<M> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        self.inner.checkpoint()
+    }
+
+    fn apply(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let before = self.seen;
+        self.seen += events.len() as u64;
+        if self.fired {
+            return self.inner.apply(events);
+        }
+        match self.fault {
+            Fault::CorruptAt(k) if before < k && k <= self.seen => {
+                self.fired = true;
+                let mut corrupt = events.to_vec();
+                // Every event in the batch from the K-th on is unreadable.
+                for event in corrupt.iter_mut().skip((k - before - 1) as usize) {
+                    event.payload = Bytes::from_static(&[0xff, 0xff, 0xff]);
+                }
+                // A model skips the streams it does not fold without decoding them: then its
+                // transaction commits, and the fault is an error after the commit (the runner
+                // must resume from the new checkpoint, not re-apply).
+                let result = self.inner.apply(&corrupt);
+                result.and(Err(ProjectionError::Storage("injected fault".into())))
+            }
+            Fault::PanicAt(k) if before < k && k <= self.seen => {
+                self.fired = true;
+                let half = events.len() / 2;
+                if half > 0 {
+                    self.inner.apply(&events[..half])?;
+                }
+                panic!("injected crash after {half} of {} events", events.len());
+            }
+            _ => self.inner.apply(events),
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), ProjectionError> {
+        self.inner.flush()
+    }
+}
+
+/// Feeds `M` through a faulty runner until it fails, restarts it on the reopened storage, and
+/// compares the result with a from-scratch fold.
+async fn killed_mid_batch_ends_like_a_rebuild<M, R>(
+    store: Arc<dyn EventStore>,
+    fault: Fault,
+    rows: impl Fn(&M) -> R,
+) where
+    M: ReadModel,
+    R: PartialEq + std::fmt::Debug,
+{
+    let head = store.head().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let model = Arc::new(M::open(dir.path(), &ModelConfig::small()).unwrap());
+        let handle = runner::spawn(
+            Arc::clone(&store),
+            Faulty {
+                inner: Feed(Arc::clone(&model)),
+                fault,
+                seen: 0,
+                fired: false,
+            },
+            config(),
+        )
+        .unwrap();
+        match fault {
+            // The runner retries the failed batch and goes on to the head.
+            Fault::CorruptAt(_) => {
+                handle.wait_for(head, WAIT).await.unwrap();
+            }
+            // The runner dies with its thread; waiting on it says so.
+            Fault::PanicAt(_) => {
+                let stopped = handle.wait_for(head, WAIT).await;
+                assert!(matches!(stopped, Err(WaitError::Stopped(_))), "{stopped:?}");
+                let stats = handle.stats();
+                assert!(!stats.running);
+                assert!(stats.last_error.is_some());
+                assert!(model.checkpoint().unwrap() < head);
+            }
+        }
+        handle.stop();
+    }
+    // Restart: reopen the storage (what a new process does) and run a clean runner.
+    let model = Arc::new(M::open(dir.path(), &ModelConfig::small()).unwrap());
+    let resumed_from = model.checkpoint().unwrap();
+    let handle = runner::spawn(Arc::clone(&store), Feed(Arc::clone(&model)), config()).unwrap();
+    handle.wait_for(head, WAIT).await.unwrap();
+    assert_eq!(model.checkpoint().unwrap(), head);
+    // It resumed where the last transaction left off, not from zero.
+    assert!(handle.stats().events_applied <= head - resumed_from);
+    handle.stop();
+
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh: M = fold_all(&*store, fresh_dir.path(), 10_000).await;
+    assert_eq!(rows(&model), rows(&fresh), "{fault:?}");
+}
+
+async fn all_faults(store: Arc<dyn EventStore>) {
+    let mut world = World::new(Arc::clone(&store));
+    scenario(&mut world).await;
+    let head = store.head().await.unwrap();
+    for k in [1, 9, head / 2, head] {
+        for fault in [Fault::CorruptAt(k), Fault::PanicAt(k)] {
+            killed_mid_batch_ends_like_a_rebuild::<Catalog, _>(Arc::clone(&store), fault, |m| {
+                m.all().unwrap()
+            })
+            .await;
+            killed_mid_batch_ends_like_a_rebuild::<StockLevels, _>(
+                Arc::clone(&store),
+                fault,
+                |m| m.all().unwrap(),
+            )
+            .await;
+            killed_mid_batch_ends_like_a_rebuild::<Orders, _>(Arc::clone(&store), fault, |m| {
+                m.all().unwrap()
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_killed_mid_batch_ends_like_a_rebuild_embedded() {
+    with_embedded(all_faults).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_killed_mid_batch_ends_like_a_rebuild_postgres() {
+    with_postgres(all_faults).await;
+}
+
+async fn follows_live_appends(store: Arc<dyn EventStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Arc::new(StockLevels::open(dir.path(), &ModelConfig::small()).unwrap());
+    let handle = runner::spawn(Arc::clone(&store), Feed(Arc::clone(&model)), config()).unwrap();
+    let mut world = World::new(Arc::clone(&store));
+    for i in 1..=20u64 {
+        let outcome = world.receive("SKU-LIVE", "berlin", i).await;
+        // Read your write: once the runner has applied the append's position, it shows.
+        handle.wait_for(outcome.last_position, WAIT).await.unwrap();
+        let row = model.sku("SKU-LIVE").unwrap().unwrap();
+        assert_eq!(row.on_hand(), i * (i + 1) / 2);
+        assert_eq!(row.position, outcome.last_position);
+    }
+    // A position nobody has written yet times out, naming what was reached.
+    let head = store.head().await.unwrap();
+    let answer = handle
+        .wait_for(head + 1_000, Duration::from_millis(50))
+        .await;
+    assert!(
+        matches!(answer, Err(WaitError::Timeout { reached, .. }) if reached == head),
+        "{answer:?}"
+    );
+    let stats = handle.stats();
+    assert_eq!(stats.position, head);
+    assert!(stats.running);
+    assert!(stats.batches_applied >= 1);
+    handle.stop();
+    assert!(!handle.stats().running);
+    // After a stop, a wait ends at once.
+    assert!(matches!(
+        handle.wait_for(head + 1, WAIT).await,
+        Err(WaitError::Stopped(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_follows_live_appends_embedded() {
+    with_embedded(follows_live_appends).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_follows_live_appends_postgres() {
+    with_postgres(follows_live_appends).await;
+}
+
+/// A stop makes the state durable; a restart resumes from the checkpoint and applies only the
+/// events appended since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runner_resumes_from_its_checkpoint() {
+    with_embedded(|store| async move {
+        let mut world = World::new(Arc::clone(&store));
+        scenario(&mut world).await;
+        let first_head = store.head().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let model = Arc::new(Orders::open(dir.path(), &ModelConfig::small()).unwrap());
+            let handle =
+                runner::spawn(Arc::clone(&store), Feed(Arc::clone(&model)), config()).unwrap();
+            handle.wait_for(first_head, WAIT).await.unwrap();
+            handle.stop();
+        }
+        let (_, outcome) = world.place("dave", &[("CAB-USB", 1)]).await;
+        let model = Arc::new(Orders::open(dir.path(), &ModelConfig::small()).unwrap());
+        assert_eq!(model.checkpoint().unwrap(), first_head);
+        let handle = runner::spawn(Arc::clone(&store), Feed(Arc::clone(&model)), config()).unwrap();
+        handle.wait_for(outcome.last_position, WAIT).await.unwrap();
+        assert_eq!(
+            handle.stats().events_applied,
+            outcome.last_position - first_head
+        );
+        assert_eq!(
+            model.customer_orders("dave", None, 10).unwrap().items.len(),
+            1
+        );
+        handle.stop();
+    })
+    .await;
+}
