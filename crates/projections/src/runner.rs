@@ -56,6 +56,9 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("projection {0} is not running")]
     Stopped(String),
+    /// The storage is locked by another process (or another open of it in this one).
+    #[error("projection storage is in use: {0}")]
+    InUse(String),
 }
 
 /// How the runner batches and backs off.

@@ -476,9 +476,10 @@ fn open_slot<M: ReadModel>(
     let dir = root.join(name.as_str());
     std::fs::create_dir_all(&dir).map_err(storage_error)?;
     let mut number = read_current(&dir)?.unwrap_or(1);
-    remove_other_generations(&dir, number)?;
+    // Other generations are removed only once this one is open (and so not in use elsewhere).
     let model = match M::open(&dir.join(number.to_string()), &config.models) {
         Ok(model) => model,
+        Err(error @ ProjectionError::InUse(_)) => return Err(error),
         Err(error) => {
             // A generation that does not open (damaged files) is replaced by an empty one: the
             // projection rebuilds from position 0 instead of keeping the node down.

@@ -96,7 +96,12 @@ impl ModelDb {
             Database::builder()
                 .set_cache_size(config.cache_bytes)
                 .create(path)
-                .map_err(|e| storage_error(format!("opening {}: {e}", path.display())))
+                .map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => {
+                        ProjectionError::InUse(path.display().to_string())
+                    }
+                    e => storage_error(format!("opening {}: {e}", path.display())),
+                })
         };
         let mut db = open()?;
         let stored_schema = {

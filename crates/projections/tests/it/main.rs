@@ -15,4 +15,5 @@ mod harness;
 mod read_models;
 mod runner;
 mod search;
+mod set;
 mod support;
