@@ -422,11 +422,29 @@ impl Inner {
     /// The state of `stream` from the store: the latest snapshot, then the events after it.
     async fn load(&self, stream: &StreamRef) -> Result<Cached, CommandError> {
         let name = stream.to_string();
-        let snapshot = self
+        // The stream's head first (an index lookup on the embedded store): a new stream (every
+        // order's first command) or a short one needs no snapshot lookup. Events appended after
+        // this (by another node) are still read below.
+        let head = self
             .store
-            .load_snapshot(&name)
+            .stream_version(&name)
             .await
             .map_err(CommandError::Store)?;
+        let Some(head) = head else {
+            return Ok(Cached {
+                state: stream.initial_state(),
+                len: 0,
+                snapshot_len: 0,
+            });
+        };
+        let snapshot = if head >= self.config.snapshot_every_events {
+            self.store
+                .load_snapshot(&name)
+                .await
+                .map_err(CommandError::Store)?
+        } else {
+            None
+        };
         let (mut state, mut len) = match snapshot.and_then(|s| decode_snapshot(stream, &s)) {
             Some((state, len)) => (state, len),
             None => (stream.initial_state(), 0),
