@@ -20,20 +20,25 @@
 //!
 //! # Adding a part
 //!
-//! The read side (projections, query service) plugs in the same way as the command service:
-//! open what it needs in [`Node::open`] (after the event store), put the service into
-//! [`AppState`] (a field plus a `with_...` builder, as `AppState::with_commands`), start its
-//! background tasks in [`Node::serve`] and stop them in [`Node::close`].
+//! A part opens what it needs in [`Node::open`] (after the event store), puts its service into
+//! [`AppState`] (a field plus a `with_...` builder, as `AppState::with_commands`), starts its
+//! background tasks in [`Node::serve`] and stops them in [`Node::close`]. The read side does:
+//! the [`ProjectionSet`] under `<data_dir>/projections`, the [`QueryService`] over it, and the
+//! order expirer (a task of `serve`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use emporium_eventstore::{EmbeddedStore, EventStore, PostgresStore, StoreError};
+use emporium_projections::runner::ProjectionError;
+use emporium_projections::{ModelConfig, ProjectionSet, ProjectionSetConfig};
 
 use crate::commands::{Clock, CommandConfig, CommandService, SystemClock};
 use crate::http::auth::{Bootstrap, KeyError, bootstrap};
 use crate::http::{AppState, HttpConfig, readiness_fn};
+use crate::queries::expirer::{self, ExpirerConfig};
+use crate::queries::{QueryConfig, QueryService};
 use crate::store::{ApiStore, ApiStoreError, PgApiStore, RedbApiStore};
 
 /// Everything a node needs to start.
@@ -50,6 +55,12 @@ pub struct NodeConfig {
     pub bootstrap_key: Option<String>,
     /// Where `now` comes from (tests pass a manual clock).
     pub clock: Arc<dyn Clock>,
+    /// The read side: how queries wait for `min_position`.
+    pub queries: QueryConfig,
+    /// The read models' caches and search threads (`<data_dir>/projections`).
+    pub read_models: ModelConfig,
+    /// The background expiry of unpaid orders; `None`: off.
+    pub expirer: Option<ExpirerConfig>,
 }
 
 impl NodeConfig {
@@ -62,6 +73,9 @@ impl NodeConfig {
             commands: CommandConfig::default(),
             bootstrap_key: None,
             clock: Arc::new(SystemClock),
+            queries: QueryConfig::default(),
+            read_models: ModelConfig::default(),
+            expirer: Some(ExpirerConfig::default()),
         }
     }
 
@@ -99,6 +113,8 @@ pub enum NodeError {
     ApiStore(#[from] ApiStoreError),
     #[error("bootstrapping API keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("opening the read models: {0}")]
+    Projections(#[from] ProjectionError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -113,12 +129,16 @@ pub struct Node {
     pub event_store: Arc<dyn EventStore>,
     pub api_store: Arc<dyn ApiStore>,
     pub commands: CommandService,
+    /// The read models (catalog, stock, orders, search) fed from the event store.
+    pub projections: Arc<ProjectionSet>,
+    pub queries: QueryService,
     /// What every handler reaches; [`Node::router`] is built from it.
     pub state: AppState,
     /// What start-up did with the API keys: on a store without any key it created one with
     /// every scope, whose secret the caller prints once (`created_admin_key`).
     pub bootstrap: Bootstrap,
     backend: Backend,
+    expirer: Option<ExpirerConfig>,
 }
 
 impl std::fmt::Debug for Node {
@@ -171,9 +191,21 @@ impl Node {
             commands_config,
             Arc::clone(&config.clock),
         );
+        // Opening the read models is blocking I/O; their runners start following the log.
+        let mut projections_config = ProjectionSetConfig::new(&config.data_dir);
+        projections_config.models = config.read_models.clone();
+        let projections_store = Arc::clone(&event_store);
+        let projections = tokio::task::spawn_blocking(move || {
+            ProjectionSet::open(projections_store, projections_config)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let queries = QueryService::new(Arc::clone(&projections), config.queries.clone());
         let readiness_store = Arc::clone(&event_store);
         let state = AppState::new(Arc::clone(&api_store), config.http.clone())
             .with_commands(commands.clone())
+            .with_queries(queries.clone())
+            .with_event_store(Arc::clone(&event_store))
             .with_readiness(readiness_fn("event_store", move || {
                 let store = Arc::clone(&readiness_store);
                 async move { store.head().await.map(|_| ()).map_err(|e| e.to_string()) }
@@ -182,9 +214,12 @@ impl Node {
             event_store,
             api_store,
             commands,
+            projections,
+            queries,
             state,
             bootstrap,
             backend,
+            expirer: config.expirer.clone(),
         })
     }
 
@@ -209,8 +244,14 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let maintenance = self.state.spawn_maintenance();
+        let expiry = self.expirer.clone().map(|config| {
+            expirer::spawn(self.queries.clone(), self.commands.clone(), config)
+        });
         let served = crate::http::serve(listener, self.router(), shutdown).await;
         maintenance.abort();
+        if let Some(expiry) = expiry {
+            expiry.abort();
+        }
         self.close().await;
         served
     }
@@ -218,6 +259,9 @@ impl Node {
     /// Closes the stores (appends already queued are written first).
     pub async fn close(&self) {
         self.commands.snapshots_idle().await;
+        // Stops the runners (each flushes its read model) before the store goes away.
+        let projections = Arc::clone(&self.projections);
+        let _ = tokio::task::spawn_blocking(move || projections.close()).await;
         match &self.backend {
             Backend::Embedded(store) => store.close().await,
             Backend::Postgres(store) => store.close().await,

@@ -10,6 +10,7 @@
 //!   lock release, failures), without HTTP.
 //! - `command_http`: the command API end to end on a real server (`testing::TestServer`), both
 //!   stores.
+//! - `events_http`: the event feed, SSE and as-of replay on a real server.
 //! - `oversell`: 64 concurrent clients against limited stock, both stores.
 //! - `throughput`: ignored measurements of the command service (run with --release).
 
@@ -21,6 +22,7 @@ mod auth;
 mod command_http;
 mod command_service;
 mod errors;
+mod events_http;
 mod idempotency;
 mod ops;
 mod oversell;
