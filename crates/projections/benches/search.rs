@@ -31,7 +31,13 @@ impl Rng {
     }
 }
 
-const TREE: &[(&str, &[(&str, &[&str])])] = &[
+/// Top level, then `(middle level, leaves)`.
+type Tree = &'static [(
+    &'static str,
+    &'static [(&'static str, &'static [&'static str])],
+)];
+
+const TREE: Tree = &[
     (
         "Electronics",
         &[

@@ -3,11 +3,15 @@
 //! category counts.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tantivy::collector::{Collector, SegmentCollector};
 use tantivy::columnar::{Column, StrColumn, TermOrdHit};
-use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, TantivyError};
+use tantivy::index::SegmentId;
+use tantivy::schema::Facet;
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentOrdinal, SegmentReader, TantivyError};
 
 use super::cursor::After;
 use super::types::SortOrder;
@@ -69,6 +73,58 @@ impl Ord for Entry {
     }
 }
 
+/// The fast-field columns a search reads, per segment. Opening them costs tens of microseconds
+/// per column and segment (directory look-up, codec headers), which at a dozen segments is most
+/// of a small query: a segment is immutable, so they are opened once and kept while the segment
+/// lives.
+#[derive(Clone)]
+pub(crate) struct SegmentColumns {
+    price: Column<i64>,
+    available: Column<i64>,
+    created: Column<i64>,
+    sku: StrColumn,
+    /// The facet field's column: one encoded category path per document.
+    category: StrColumn,
+}
+
+#[derive(Default)]
+pub(crate) struct ColumnCache {
+    segments: Mutex<HashMap<SegmentId, Arc<SegmentColumns>>>,
+}
+
+impl ColumnCache {
+    fn get(&self, segment: &SegmentReader) -> tantivy::Result<Arc<SegmentColumns>> {
+        let id = segment.segment_id();
+        if let Some(columns) = self.segments.lock().get(&id) {
+            return Ok(columns.clone());
+        }
+        let fast = segment.fast_fields();
+        let str_column = |name: &str| {
+            fast.str(name)?
+                .ok_or_else(|| TantivyError::SchemaError(format!("{name} is not a fast field")))
+        };
+        let columns = Arc::new(SegmentColumns {
+            price: fast.i64("price")?,
+            available: fast.i64("available")?,
+            created: fast.i64("created")?,
+            sku: str_column("sku")?,
+            category: str_column("category")?,
+        });
+        self.segments.lock().insert(id, columns.clone());
+        Ok(columns)
+    }
+
+    /// Forgets the segments `searcher` no longer has (merged away).
+    pub(crate) fn retain(&self, searcher: &Searcher) {
+        let live: HashSet<SegmentId> = searcher
+            .segment_readers()
+            .iter()
+            .map(|s| s.segment_id())
+            .collect();
+        self.segments.lock().retain(|id, _| live.contains(id));
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Harvest {
     /// Best first, at most `top_n`.
@@ -76,12 +132,17 @@ pub(crate) struct Harvest {
     pub total: u64,
     pub price_buckets: [u64; PRICE_BUCKETS],
     pub in_stock: u64,
+    /// Category path (`depth + 1` segments) to count.
+    pub categories: HashMap<String, u64>,
 }
 
 pub(crate) struct SearchCollector {
     pub sort: SortOrder,
     pub top_n: usize,
     pub after: Option<After>,
+    /// Segments of the category filter: categories are counted one level below.
+    pub category_depth: usize,
+    pub columns: Arc<ColumnCache>,
 }
 
 pub(crate) struct SearchSegmentCollector {
@@ -92,10 +153,11 @@ pub(crate) struct SearchSegmentCollector {
     /// equal with a SKU ordinal of at least `after_ord` (a segment's SKU dictionary is sorted, so
     /// ordinals order like the SKUs themselves).
     after: Option<(u64, u64)>,
-    price: Column<i64>,
-    available: Column<i64>,
-    created: Option<Column<i64>>,
-    sku: StrColumn,
+    columns: Arc<SegmentColumns>,
+    newest: bool,
+    category_depth: usize,
+    /// Documents per category ordinal of this segment.
+    category_counts: Vec<u32>,
     /// A max-heap of `(key, sku ordinal)`: the worst kept document on top. SKU strings are only
     /// read for the survivors, at harvest.
     heap: BinaryHeap<SegmentEntry>,
@@ -119,17 +181,11 @@ impl Collector for SearchCollector {
         segment_ord: SegmentOrdinal,
         segment: &SegmentReader,
     ) -> tantivy::Result<SearchSegmentCollector> {
-        let fast = segment.fast_fields();
-        let created = match self.sort {
-            SortOrder::Newest => Some(fast.i64("created")?),
-            _ => None,
-        };
-        let sku = fast
-            .str("sku")?
-            .ok_or_else(|| TantivyError::SchemaError("sku is not a fast field".into()))?;
+        let columns = self.columns.get(segment)?;
         let after = match &self.after {
             Some(after) => {
-                let min_ord = match sku.dictionary().term_ord_or_next(after.sku.as_bytes())? {
+                let dictionary = columns.sku.dictionary();
+                let min_ord = match dictionary.term_ord_or_next(after.sku.as_bytes())? {
                     TermOrdHit::Exact(ord) => ord.saturating_add(1),
                     TermOrdHit::Next(ord) => ord,
                 };
@@ -142,10 +198,10 @@ impl Collector for SearchCollector {
             sort: self.sort,
             top_n: self.top_n,
             after,
-            price: fast.i64("price")?,
-            available: fast.i64("available")?,
-            created,
-            sku,
+            newest: self.sort == SortOrder::Newest,
+            category_depth: self.category_depth,
+            category_counts: vec![0; columns.category.num_terms()],
+            columns,
             heap: BinaryHeap::with_capacity(self.top_n + 1),
             harvest: Harvest::default(),
         })
@@ -161,6 +217,9 @@ impl Collector for SearchCollector {
             merged.top.extend(fruit.top);
             merged.total += fruit.total;
             merged.in_stock += fruit.in_stock;
+            for (path, count) in fruit.categories {
+                *merged.categories.entry(path).or_default() += count;
+            }
             for (sum, count) in merged.price_buckets.iter_mut().zip(fruit.price_buckets) {
                 *sum += count;
             }
@@ -175,24 +234,34 @@ impl SegmentCollector for SearchSegmentCollector {
     type Fruit = Harvest;
 
     fn collect(&mut self, doc: DocId, score: Score) {
-        let price = self.price.first(doc).unwrap_or(0);
+        let columns = &*self.columns;
+        let price = columns.price.first(doc).unwrap_or(0);
         let harvest = &mut self.harvest;
         harvest.total += 1;
         harvest.price_buckets[price_bucket(price)] += 1;
-        if self.available.first(doc).unwrap_or(0) > 0 {
+        if columns.available.first(doc).unwrap_or(0) > 0 {
             harvest.in_stock += 1;
         }
+        if let Some(count) = columns
+            .category
+            .ords()
+            .first(doc)
+            .and_then(|ord| self.category_counts.get_mut(usize::try_from(ord).ok()?))
+        {
+            *count += 1;
+        }
 
-        let created = match &self.created {
-            Some(column) => column.first(doc).unwrap_or(0),
-            None => 0,
+        let created = if self.newest {
+            columns.created.first(doc).unwrap_or(0)
+        } else {
+            0
         };
         let key = sort_key(self.sort, score, price, created);
         if let Some((after_key, min_ord)) = self.after {
             if key < after_key {
                 return;
             }
-            if key == after_key && self.sku.ords().first(doc).unwrap_or(0) < min_ord {
+            if key == after_key && columns.sku.ords().first(doc).unwrap_or(0) < min_ord {
                 return;
             }
         }
@@ -201,7 +270,7 @@ impl SegmentCollector for SearchSegmentCollector {
         }
         let entry = SegmentEntry {
             key,
-            ord: self.sku.ords().first(doc).unwrap_or(0),
+            ord: columns.sku.ords().first(doc).unwrap_or(0),
             doc,
             score_bits: score.to_bits(),
         };
@@ -217,12 +286,37 @@ impl SegmentCollector for SearchSegmentCollector {
     }
 
     fn harvest(mut self) -> Harvest {
+        let columns = &*self.columns;
+        let mut bytes = Vec::new();
+        for (ord, count) in self.category_counts.iter().enumerate() {
+            if *count == 0 {
+                continue;
+            }
+            bytes.clear();
+            if !matches!(
+                columns
+                    .category
+                    .dictionary()
+                    .ord_to_term(ord as u64, &mut bytes),
+                Ok(true)
+            ) {
+                continue;
+            }
+            let Ok(facet) = Facet::from_encoded(bytes.clone()) else {
+                continue;
+            };
+            let path = facet.to_path();
+            if path.len() > self.category_depth {
+                let key = path[..=self.category_depth].join("/");
+                *self.harvest.categories.entry(key).or_default() += u64::from(*count);
+            }
+        }
         let mut top = Vec::with_capacity(self.heap.len());
         for e in self.heap.into_sorted_vec() {
             let mut sku = String::new();
             // An I/O error reading the dictionary leaves the SKU empty: the hit still sorts
             // deterministically, and the stored document is what the response shows.
-            let _ = self.sku.ord_to_str(e.ord, &mut sku);
+            let _ = columns.sku.ord_to_str(e.ord, &mut sku);
             top.push(Entry {
                 key: e.key,
                 sku,

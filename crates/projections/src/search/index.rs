@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use tantivy::collector::{Count, FacetCollector, TopDocs};
+use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Facet, IndexRecordOption, Schema, Value};
@@ -14,7 +15,7 @@ use tantivy::{
     Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, TantivyError, Term,
 };
 
-use super::collector::{Entry, PRICE_BUCKET_EDGES, SearchCollector};
+use super::collector::{ColumnCache, Entry, PRICE_BUCKET_EDGES, SearchCollector};
 use super::cursor::{self, After};
 use super::error::SearchError;
 use super::query::{build_query, expand_word, highlight_terms, plan_words};
@@ -94,6 +95,7 @@ pub struct SearchIndex {
     reader: IndexReader,
     writer: Mutex<WriterState>,
     checkpoint: AtomicU64,
+    columns: Arc<ColumnCache>,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -172,6 +174,7 @@ impl SearchIndex {
                 pending: HashMap::new(),
             }),
             checkpoint: AtomicU64::new(checkpoint),
+            columns: Arc::default(),
         })
     }
 
@@ -253,6 +256,7 @@ impl SearchIndex {
         prepared.set_payload(&format!("{PAYLOAD_PREFIX}{checkpoint}"));
         prepared.commit()?;
         self.reader.reload()?;
+        self.columns.retain(&self.reader.searcher());
         state.pending.clear();
         self.checkpoint.store(checkpoint, Ordering::SeqCst);
         Ok(())
@@ -403,15 +407,14 @@ impl SearchIndex {
         let plans = plan_words(&searcher, &self.fields, &valid.query)?;
         let query = build_query(&self.fields, &plans, &valid);
 
-        let facet_root = valid.category.clone().unwrap_or_else(Facet::root);
-        let mut facet_collector = FacetCollector::for_field("category");
-        facet_collector.add_facet(facet_root.clone());
         let collector = SearchCollector {
             sort: valid.sort,
             top_n: valid.limit + 1,
             after,
+            category_depth: valid.category.as_ref().map_or(0, |c| c.to_path().len()),
+            columns: self.columns.clone(),
         };
-        let (harvest, facet_counts) = searcher.search(&*query, &(collector, facet_collector))?;
+        let harvest = searcher.search(&*query, &collector)?;
 
         let has_more = harvest.top.len() > valid.limit;
         let page: &[Entry] = &harvest.top[..harvest.top.len().min(valid.limit)];
@@ -460,11 +463,12 @@ impl SearchIndex {
             });
         }
 
-        let mut categories: Vec<CategoryCount> = facet_counts
-            .get(facet_root)
-            .map(|(facet, count)| CategoryCount {
-                path: facet.to_path().join("/"),
-                count,
+        let mut categories: Vec<CategoryCount> = harvest
+            .categories
+            .iter()
+            .map(|(path, count)| CategoryCount {
+                path: path.clone(),
+                count: *count,
             })
             .collect();
         categories.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));

@@ -422,7 +422,9 @@ fn facet_counts_equal_brute_force_counts() {
     let index = catalog_index();
     let all = catalog();
     let active: Vec<&ProductDoc> = all.iter().filter(|p| p.active).collect();
-    let filters: Vec<(Option<&str>, Option<i64>, Option<i64>, bool)> = vec![
+    // (category, min price, max price, in stock only)
+    type Filters = (Option<&'static str>, Option<i64>, Option<i64>, bool);
+    let filters: Vec<Filters> = vec![
         (None, None, None, false),
         (Some("Electronics"), None, None, false),
         (Some("Electronics/Audio"), Some(5_000), None, false),
