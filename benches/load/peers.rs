@@ -50,8 +50,8 @@ pub async fn seed_sql_schema(pool: &PgPool, skus: u64, units: i64) -> anyhow::Re
         .bind(units)
         .execute(pool)
         .await?;
-    pool.execute("VACUUM ANALYZE products; VACUUM ANALYZE inventory;")
-        .await?;
+    pool.execute("VACUUM ANALYZE products").await?;
+    pool.execute("VACUUM ANALYZE inventory").await?;
     Ok(())
 }
 
@@ -199,8 +199,8 @@ pub async fn event_table_schema(pool: &PgPool, skus: u64, units: i64) -> anyhow:
         .bind(units)
         .execute(pool)
         .await?;
-    pool.execute("VACUUM ANALYZE products; VACUUM ANALYZE streams;")
-        .await?;
+    pool.execute("VACUUM ANALYZE products").await?;
+    pool.execute("VACUUM ANALYZE streams").await?;
     Ok(())
 }
 
@@ -386,10 +386,11 @@ pub async fn fts_schema(pool: &PgPool, products: u64) -> anyhow::Result<()> {
         "CREATE INDEX products_document ON products USING gin (document);
          CREATE INDEX products_name_trgm ON products USING gin (name gin_trgm_ops);
          CREATE INDEX products_category ON products (category text_pattern_ops);
-         CREATE INDEX products_price ON products (price_minor);
-         VACUUM ANALYZE products;",
+         CREATE INDEX products_price ON products (price_minor);",
     )
     .await?;
+    // VACUUM cannot run in the implicit transaction of a multi-statement string.
+    pool.execute("VACUUM ANALYZE products").await?;
     Ok(())
 }
 
