@@ -334,7 +334,13 @@ async fn seed_sql(
                 rejects_to_stop: REJECTS_TO_STOP_PER_WORKER * opts.concurrency as u64,
             })
             .collect();
-        let m = measure(workers, opts.plan(), None, stop).await;
+        // A flash sale runs as Emporium's does: from cold, until sold out.
+        let plan = if hot.is_some() {
+            flash_plan(opts)
+        } else {
+            opts.plan()
+        };
+        let m = measure(workers, plan, None, stop).await;
         let mut f = figure(
             scenario,
             "peer: seed's SELECT FOR UPDATE (sqlx)",
@@ -456,12 +462,7 @@ pub async fn flash(opts: &Opts, hot_n: usize) -> anyhow::Result<()> {
             Arc::clone(&stop),
         ));
         let workers = order_workers(&fresh.server, opts, &lines, &prices, Some(&sale))?;
-        // No warm-up: the sale starts cold, as a real one does.
-        let plan = Plan {
-            warmup: Duration::ZERO,
-            duration: opts.duration * 3,
-        };
-        let m = measure(workers, plan, Some(&fresh.server), stop).await;
+        let m = measure(workers, flash_plan(opts), Some(&fresh.server), stop).await;
         let mut f = figure(
             &scenario,
             &format!("emporium/{}", store.name()),
@@ -555,6 +556,15 @@ pub async fn flash(opts: &Opts, hot_n: usize) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// No warm-up: a sale starts cold, as a real one does; it ends when sold out (or after three
+/// windows).
+fn flash_plan(opts: &Opts) -> Plan {
+    Plan {
+        warmup: Duration::ZERO,
+        duration: opts.duration * 3,
+    }
 }
 
 /// Folds `emporium events export --format jsonl --stream stock-` into (received, reserved,
