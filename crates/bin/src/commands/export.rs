@@ -31,12 +31,8 @@ use crate::cli::{ExportArgs, ExportFormat, StoreArgs};
 
 /// Events read per `read_all` call from PostgreSQL.
 const PAGE_EVENTS: usize = 8192;
-/// Bytes of encoded output gathered before a write.
-const OUTPUT_CHUNK_BYTES: usize = 1 << 20;
 /// Rows per Parquet row group (the Arrow builders hold one row group at most).
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
-/// The progress bar is updated once per this many events.
-const PROGRESS_EVERY: u64 = 16 * 1024;
 
 /// Which events to export.
 #[derive(Clone, Debug, Default)]
@@ -86,15 +82,6 @@ impl Filter {
     }
 }
 
-/// Where exported rows go.
-pub trait Sink {
-    fn push(&mut self, event: &EventRef<'_>) -> std::io::Result<()>;
-    /// Writes what is buffered and the format's trailer; returns the output.
-    fn finish(self: Box<Self>) -> std::io::Result<()>;
-    /// Events whose payload did not decode (exported with `decode_error`).
-    fn undecodable(&self) -> u64;
-}
-
 pub async fn run(store_args: &StoreArgs, args: ExportArgs) -> anyhow::Result<()> {
     let filter = Filter::from_args(&args)?;
     let output: Box<dyn Write + Send> = if args.output == "-" {
@@ -105,19 +92,20 @@ pub async fn run(store_args: &StoreArgs, args: ExportArgs) -> anyhow::Result<()>
                 .with_context(|| format!("creating {}", args.output))?,
         )
     };
-    let sink = new_sink(args.format, output)?;
+    let format = args.format;
     let outcome = if store_args.database_url.is_some() {
         let store = open_event_store(store_args, false).await?;
         let shared = store.shared();
-        let outcome = tokio::task::spawn_blocking(move || export_pages(&shared, &filter, sink))
-            .await
-            .context("the export task failed")?;
+        let outcome =
+            tokio::task::spawn_blocking(move || export_pages(&shared, format, output, &filter))
+                .await
+                .context("the export task failed")?;
         store.close().await;
         outcome
     } else {
         require_log(&store_args.data_dir)?;
         let dir = super::event_store_dir(&store_args.data_dir);
-        tokio::task::spawn_blocking(move || export_scan(&dir, &filter, sink))
+        tokio::task::spawn_blocking(move || export_scan(&dir, format, output, &filter))
             .await
             .context("the export task failed")?
     };
@@ -151,156 +139,299 @@ pub struct Summary {
     pub undecodable: u64,
 }
 
-pub fn new_sink(
+/// Events per chunk: the unit of work of an encoder thread (and, for Parquet, one Arrow batch).
+const CHUNK_EVENTS: usize = 8 * 1024;
+/// A chunk is also cut at this many bytes of copied events.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// A range of a chunk's arena.
+type Span = (u32, u32);
+
+/// One event copied into a chunk.
+#[derive(Clone, Copy)]
+struct Slot {
+    position: u64,
+    version: u64,
+    event_id: Uuid,
+    correlation_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    recorded_at_micros: i64,
+    stream: Span,
+    event_type: Span,
+    payload: Span,
+    command_id: Option<Span>,
+    api_key_id: Option<Span>,
+}
+
+/// Events copied out of the source's buffer into one arena, so that encoder threads can work on
+/// them while the source reads on (two allocations per chunk, none per event).
+#[derive(Default)]
+pub struct Chunk {
+    seq: u64,
+    arena: Vec<u8>,
+    slots: Vec<Slot>,
+}
+
+impl Chunk {
+    fn put(&mut self, bytes: &[u8]) -> Span {
+        let start = self.arena.len() as u32;
+        self.arena.extend_from_slice(bytes);
+        (start, self.arena.len() as u32)
+    }
+
+    fn push(&mut self, e: &EventRef<'_>) {
+        let slot = Slot {
+            position: e.position,
+            version: e.version,
+            event_id: e.event_id,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            recorded_at_micros: e.recorded_at_micros,
+            stream: self.put(e.stream.as_bytes()),
+            event_type: self.put(e.event_type.as_bytes()),
+            payload: self.put(e.payload),
+            command_id: e.command_id.map(|id| self.put(id.as_bytes())),
+            api_key_id: e.api_key_id.map(|id| self.put(id.as_bytes())),
+        };
+        self.slots.push(slot);
+    }
+
+    fn is_full(&self) -> bool {
+        self.slots.len() >= CHUNK_EVENTS || self.arena.len() >= CHUNK_BYTES
+    }
+
+    fn bytes(&self, span: Span) -> &[u8] {
+        &self.arena[span.0 as usize..span.1 as usize]
+    }
+
+    fn text(&self, span: Span) -> &str {
+        // Copied from `&str`s.
+        std::str::from_utf8(self.bytes(span)).unwrap_or("")
+    }
+
+    fn events(&self) -> impl Iterator<Item = EventRef<'_>> {
+        self.slots.iter().map(|s| EventRef {
+            position: s.position,
+            stream: self.text(s.stream),
+            version: s.version,
+            event_id: s.event_id,
+            event_type: self.text(s.event_type),
+            payload: self.bytes(s.payload),
+            correlation_id: s.correlation_id,
+            causation_id: s.causation_id,
+            command_id: s.command_id.map(|span| self.text(span)),
+            api_key_id: s.api_key_id.map(|span| self.text(span)),
+            recorded_at_micros: s.recorded_at_micros,
+        })
+    }
+}
+
+/// A chunk, encoded.
+enum Encoded {
+    Bytes(Vec<u8>),
+    Batch(RecordBatch),
+}
+
+/// Encodes one chunk; returns it with the number of events that did not decode.
+fn encode(format: ExportFormat, chunk: &Chunk) -> std::io::Result<(Encoded, u64)> {
+    let mut undecodable = 0;
+    match format {
+        ExportFormat::Jsonl => {
+            let mut out = Vec::with_capacity(chunk.arena.len() * 2 + 4096);
+            for event in chunk.events() {
+                if !history::write_json_line(&mut out, &event) {
+                    undecodable += 1;
+                }
+            }
+            Ok((Encoded::Bytes(out), undecodable))
+        }
+        ExportFormat::Csv => {
+            let mut out = Vec::with_capacity(chunk.arena.len() * 2 + 4096);
+            let mut payload = Vec::with_capacity(4096);
+            for event in chunk.events() {
+                if !csv_row(&mut out, &mut payload, &event) {
+                    undecodable += 1;
+                }
+            }
+            Ok((Encoded::Bytes(out), undecodable))
+        }
+        ExportFormat::Parquet => {
+            let mut columns = Columns::with_capacity(chunk.slots.len(), chunk.arena.len());
+            let mut json = Vec::with_capacity(4096);
+            for event in chunk.events() {
+                let decoded = history::decode_ref(&event);
+                if decoded.is_err() {
+                    undecodable += 1;
+                }
+                columns.push(&event, decoded.as_ref(), &mut json);
+            }
+            let batch = columns.finish(&parquet_schema()).map_err(parquet_io)?;
+            Ok((Encoded::Batch(batch), undecodable))
+        }
+    }
+}
+
+/// What a source calls for each event; `Break` stops the source.
+pub type Visit<'v> = dyn FnMut(&EventRef<'_>) -> ControlFlow<()> + 'v;
+
+/// Exports the events that `source` visits and `filter` selects, in the source's order.
+///
+/// The calling thread runs the source (reading the log) and copies the selected events into
+/// chunks; encoder threads (one per core) decode and encode chunks; one writer thread puts the
+/// encoded chunks back in order and writes them. Every channel is bounded, so memory is a few
+/// chunks per thread whatever the size of the log.
+pub fn export(
     format: ExportFormat,
     output: Box<dyn Write + Send>,
-) -> anyhow::Result<Box<dyn Sink + Send>> {
-    Ok(match format {
-        ExportFormat::Jsonl => Box::new(Jsonl::new(output)),
-        ExportFormat::Csv => Box::new(Csv::new(output)?),
-        ExportFormat::Parquet => Box::new(ParquetSink::new(output)?),
+    filter: &Filter,
+    source: impl FnOnce(&mut Visit<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<Summary> {
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8);
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Chunk>(workers * 2);
+    let work_rx = std::sync::Mutex::new(work_rx);
+    let (done_tx, done_rx) =
+        std::sync::mpsc::sync_channel::<(u64, std::io::Result<(Encoded, u64)>)>(workers * 2);
+    let bar = progress(None, "events");
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let work_rx = &work_rx;
+            scope.spawn(move || {
+                loop {
+                    let next = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(chunk) = next else { return };
+                    let encoded = encode(format, &chunk);
+                    if done_tx.send((chunk.seq, encoded)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let writer = scope.spawn(move || -> std::io::Result<u64> {
+            let mut output = Output::new(format, output)?;
+            let mut pending = std::collections::BTreeMap::new();
+            let mut next = 0u64;
+            let mut undecodable = 0;
+            for (seq, encoded) in done_rx {
+                pending.insert(seq, encoded?);
+                while let Some((encoded, bad)) = pending.remove(&next) {
+                    output.write(encoded)?;
+                    undecodable += bad;
+                    next += 1;
+                }
+            }
+            output.finish()?;
+            Ok(undecodable)
+        });
+
+        let mut chunk = Chunk::default();
+        let mut seq = 0u64;
+        let mut events = 0u64;
+        let mut stopped = false;
+        let read = source(&mut |event| {
+            if event.position > filter.to {
+                return ControlFlow::Break(());
+            }
+            if !filter.matches(event) {
+                return ControlFlow::Continue(());
+            }
+            chunk.push(event);
+            events += 1;
+            if chunk.is_full() {
+                let full = std::mem::take(&mut chunk);
+                seq += 1;
+                if work_tx
+                    .send(Chunk {
+                        seq: seq - 1,
+                        ..full
+                    })
+                    .is_err()
+                {
+                    stopped = true;
+                    return ControlFlow::Break(());
+                }
+                bar.set_position(events);
+            }
+            ControlFlow::Continue(())
+        });
+        if !stopped && !chunk.slots.is_empty() {
+            chunk.seq = seq;
+            let _ = work_tx.send(chunk);
+        }
+        drop(work_tx);
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the export writer thread panicked"))?;
+        bar.finish_and_clear();
+        // A writer error (a full disk, a closed pipe) explains a stopped read: report it first.
+        let undecodable = written?;
+        read?;
+        Ok(Summary {
+            events,
+            undecodable,
+        })
     })
 }
 
 /// Exports the embedded log in `dir` by scanning its segments.
 pub fn export_scan(
     dir: &std::path::Path,
+    format: ExportFormat,
+    output: Box<dyn Write + Send>,
     filter: &Filter,
-    mut sink: Box<dyn Sink + Send>,
 ) -> anyhow::Result<Summary> {
-    let bar = progress(None, "events");
-    let mut events = 0u64;
-    let mut failed: Option<std::io::Error> = None;
-    let report = emporium_eventstore::scan_log(
-        dir,
-        ScanOptions {
-            after: filter.from.saturating_sub(1),
-        },
-        |event| {
-            if event.position > filter.to {
-                return ControlFlow::Break(());
-            }
-            if filter.matches(event) {
-                if let Err(e) = sink.push(event) {
-                    failed = Some(e);
-                    return ControlFlow::Break(());
-                }
-                events += 1;
-                if events.is_multiple_of(PROGRESS_EVERY) {
-                    bar.set_position(events);
-                }
-            }
-            ControlFlow::Continue(())
-        },
-    )
-    .with_context(|| format!("reading the event log in {}", dir.display()))?;
-    bar.finish_and_clear();
-    if let Some(error) = failed {
-        return Err(error.into());
-    }
-    if let Some(bad) = report.bad_frames.first() {
-        anyhow::bail!(
-            "the event log is damaged: {} at byte offset {}: {} ({} damaged frames; run `emporium \
-             verify`)",
-            bad.file.display(),
-            bad.offset,
-            bad.reason,
-            report.bad_frames.len()
-        );
-    }
-    let undecodable = sink.undecodable();
-    sink.finish()?;
-    Ok(Summary {
-        events,
-        undecodable,
+    export(format, output, filter, |visit| {
+        let report = emporium_eventstore::scan_log(
+            dir,
+            ScanOptions {
+                after: filter.from.saturating_sub(1),
+            },
+            visit,
+        )
+        .with_context(|| format!("reading the event log in {}", dir.display()))?;
+        if let Some(bad) = report.bad_frames.first() {
+            anyhow::bail!(
+                "the event log is damaged: {} at byte offset {}: {} ({} damaged frames; run \
+                 `emporium verify`)",
+                bad.file.display(),
+                bad.offset,
+                bad.reason,
+                report.bad_frames.len()
+            );
+        }
+        Ok(())
     })
 }
 
 /// Exports through `EventStore::read_all`, a page at a time (PostgreSQL).
 pub fn export_pages(
     store: &Arc<dyn EventStore>,
+    format: ExportFormat,
+    output: Box<dyn Write + Send>,
     filter: &Filter,
-    mut sink: Box<dyn Sink + Send>,
 ) -> anyhow::Result<Summary> {
     let runtime = tokio::runtime::Handle::current();
-    let head = runtime.block_on(store.head())?;
-    let bar = progress(
-        Some(
-            head.min(filter.to)
-                .saturating_sub(filter.from.saturating_sub(1)),
-        ),
-        "positions",
-    );
-    let mut after = filter.from.saturating_sub(1);
-    let mut events = 0u64;
-    'pages: loop {
-        let page = runtime.block_on(store.read_all(after, &filter.read, PAGE_EVENTS))?;
-        let Some(last) = page.last() else { break };
-        let last_position = last.position;
-        for recorded in &page {
-            if recorded.position > filter.to {
-                break 'pages;
-            }
-            let event = recorded.event_ref();
-            if filter.matches(&event) {
-                sink.push(&event)?;
-                events += 1;
+    export(format, output, filter, |visit| {
+        let mut after = filter.from.saturating_sub(1);
+        loop {
+            let page = runtime.block_on(store.read_all(after, &filter.read, PAGE_EVENTS))?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.position;
+            for recorded in &page {
+                if visit(&recorded.event_ref()).is_break() {
+                    return Ok(());
+                }
             }
         }
-        bar.set_position(last_position.saturating_sub(filter.from.saturating_sub(1)));
-        after = last_position;
-        if last_position >= filter.to {
-            break;
-        }
-    }
-    bar.finish_and_clear();
-    let undecodable = sink.undecodable();
-    sink.finish()?;
-    Ok(Summary {
-        events,
-        undecodable,
     })
-}
-
-// ---------------------------------------------------------------------------------------------
-// JSON lines
-
-struct Jsonl {
-    out: Box<dyn Write + Send>,
-    buf: Vec<u8>,
-    undecodable: u64,
-}
-
-impl Jsonl {
-    fn new(out: Box<dyn Write + Send>) -> Self {
-        Jsonl {
-            out,
-            buf: Vec::with_capacity(OUTPUT_CHUNK_BYTES + 64 * 1024),
-            undecodable: 0,
-        }
-    }
-}
-
-impl Sink for Jsonl {
-    fn push(&mut self, event: &EventRef<'_>) -> std::io::Result<()> {
-        if !history::write_json_line(&mut self.buf, event) {
-            self.undecodable += 1;
-        }
-        if self.buf.len() >= OUTPUT_CHUNK_BYTES {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
-    }
-
-    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
-        self.out.write_all(&self.buf)?;
-        self.out.flush()
-    }
-
-    fn undecodable(&self) -> u64 {
-        self.undecodable
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -327,27 +458,6 @@ pub const CSV_COLUMNS: &[&str] = &[
     "payload",
     "decode_error",
 ];
-
-struct Csv {
-    out: Box<dyn Write + Send>,
-    buf: Vec<u8>,
-    payload: Vec<u8>,
-    undecodable: u64,
-}
-
-impl Csv {
-    fn new(out: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        let mut csv = Csv {
-            out,
-            buf: Vec::with_capacity(OUTPUT_CHUNK_BYTES + 64 * 1024),
-            payload: Vec::with_capacity(4096),
-            undecodable: 0,
-        };
-        csv.buf.extend_from_slice(CSV_COLUMNS.join(",").as_bytes());
-        csv.buf.extend_from_slice(b"\r\n");
-        Ok(csv)
-    }
-}
 
 /// Appends `field`, quoted if it holds a comma, a quote or a line break.
 fn csv_field(buf: &mut Vec<u8>, field: &[u8]) {
@@ -381,72 +491,58 @@ fn put_int(buf: &mut Vec<u8>, value: Option<impl std::fmt::Display>) {
     }
 }
 
-impl Sink for Csv {
-    fn push(&mut self, event: &EventRef<'_>) -> std::io::Result<()> {
-        let decoded = history::decode_ref(event);
-        let b = &mut self.buf;
-        put_int(b, Some(event.position));
-        b.push(b',');
-        csv_field(b, event.stream.as_bytes());
-        b.push(b',');
-        put_int(b, Some(event.version));
-        b.push(b',');
-        put_uuid(b, Some(event.event_id));
-        b.push(b',');
-        csv_field(b, event.event_type.as_bytes());
-        b.push(b',');
-        let mut time = [0u8; rfc3339::FORMATTED_LEN_MAX];
-        b.extend_from_slice(rfc3339::format_micros(event.recorded_at_micros, &mut time).as_bytes());
-        b.push(b',');
-        put_uuid(b, event.correlation_id);
-        b.push(b',');
-        put_uuid(b, event.causation_id);
-        b.push(b',');
-        csv_field(b, event.command_id.unwrap_or("").as_bytes());
-        b.push(b',');
-        csv_field(b, event.api_key_id.unwrap_or("").as_bytes());
-        b.push(b',');
-        match &decoded {
-            Ok(domain_event) => {
-                let c = Common::of(domain_event);
-                csv_field(b, c.sku.unwrap_or("").as_bytes());
-                b.push(b',');
-                put_uuid(b, c.order_id);
-                b.push(b',');
-                csv_field(b, c.warehouse.unwrap_or("").as_bytes());
-                b.push(b',');
-                put_int(b, c.quantity);
-                b.push(b',');
-                put_int(b, c.amount_minor);
-                b.push(b',');
-                csv_field(b, c.currency.unwrap_or("").as_bytes());
-                b.push(b',');
-                history::payload_json(&mut self.payload, domain_event);
-                csv_field(b, &self.payload);
-                b.push(b',');
-            }
-            Err(error) => {
-                self.undecodable += 1;
-                b.extend_from_slice(b",,,,,,,");
-                csv_field(b, error.to_string().as_bytes());
-            }
+/// Appends one CSV row for `event`; false if its payload did not decode.
+fn csv_row(b: &mut Vec<u8>, payload: &mut Vec<u8>, event: &EventRef<'_>) -> bool {
+    let decoded = history::decode_ref(event);
+    put_int(b, Some(event.position));
+    b.push(b',');
+    csv_field(b, event.stream.as_bytes());
+    b.push(b',');
+    put_int(b, Some(event.version));
+    b.push(b',');
+    put_uuid(b, Some(event.event_id));
+    b.push(b',');
+    csv_field(b, event.event_type.as_bytes());
+    b.push(b',');
+    let mut time = [0u8; rfc3339::FORMATTED_LEN_MAX];
+    b.extend_from_slice(rfc3339::format_micros(event.recorded_at_micros, &mut time).as_bytes());
+    b.push(b',');
+    put_uuid(b, event.correlation_id);
+    b.push(b',');
+    put_uuid(b, event.causation_id);
+    b.push(b',');
+    csv_field(b, event.command_id.unwrap_or("").as_bytes());
+    b.push(b',');
+    csv_field(b, event.api_key_id.unwrap_or("").as_bytes());
+    b.push(b',');
+    let ok = match &decoded {
+        Ok(domain_event) => {
+            let c = Common::of(domain_event);
+            csv_field(b, c.sku.unwrap_or("").as_bytes());
+            b.push(b',');
+            put_uuid(b, c.order_id);
+            b.push(b',');
+            csv_field(b, c.warehouse.unwrap_or("").as_bytes());
+            b.push(b',');
+            put_int(b, c.quantity);
+            b.push(b',');
+            put_int(b, c.amount_minor);
+            b.push(b',');
+            csv_field(b, c.currency.unwrap_or("").as_bytes());
+            b.push(b',');
+            history::payload_json(payload, domain_event);
+            csv_field(b, payload);
+            b.push(b',');
+            true
         }
-        b.extend_from_slice(b"\r\n");
-        if self.buf.len() >= OUTPUT_CHUNK_BYTES {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
+        Err(error) => {
+            b.extend_from_slice(b",,,,,,,");
+            csv_field(b, error.to_string().as_bytes());
+            false
         }
-        Ok(())
-    }
-
-    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
-        self.out.write_all(&self.buf)?;
-        self.out.flush()
-    }
-
-    fn undecodable(&self) -> u64 {
-        self.undecodable
-    }
+    };
+    b.extend_from_slice(b"\r\n");
+    ok
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,8 +600,8 @@ struct Columns {
 }
 
 impl Columns {
-    fn new() -> Self {
-        let rows = ROW_GROUP_ROWS;
+    fn with_capacity(rows: usize, arena_bytes: usize) -> Self {
+        let per_row = arena_bytes / rows.max(1);
         let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
         Columns {
             position: UInt64Builder::with_capacity(rows),
@@ -524,7 +620,7 @@ impl Columns {
             quantity: UInt64Builder::with_capacity(rows),
             amount_minor: Int64Builder::with_capacity(rows),
             currency: text(3),
-            payload: text(256),
+            payload: text(per_row.max(64) * 2),
             decode_error: text(0),
             rows: 0,
         }
@@ -581,7 +677,6 @@ impl Columns {
     }
 
     fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
-        self.rows = 0;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.position.finish()),
             Arc::new(self.stream.finish()),
@@ -606,80 +701,71 @@ impl Columns {
     }
 }
 
-struct ParquetSink {
-    writer: ArrowWriter<Box<dyn Write + Send>>,
-    schema: SchemaRef,
-    columns: Columns,
-    json: Vec<u8>,
-    undecodable: u64,
-}
-
 fn parquet_io(error: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("writing Parquet: {error}"))
 }
 
-impl ParquetSink {
-    fn new(out: Box<dyn Write + Send>) -> anyhow::Result<Self> {
-        let schema = parquet_schema();
-        // Columns of (nearly) unique values gain nothing from a dictionary.
-        let mut properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("emporium {}", env!("CARGO_PKG_VERSION")));
-        for column in [
-            "position",
-            "stream",
-            "event_id",
-            "recorded_at",
-            "correlation_id",
-            "causation_id",
-            "command_id",
-            "order_id",
-            "payload",
-        ] {
-            properties = properties.set_column_dictionary_enabled(column.into(), false);
-        }
-        let writer = ArrowWriter::try_new(out, schema.clone(), Some(properties.build()))
-            .context("starting the Parquet file")?;
-        Ok(ParquetSink {
-            writer,
-            schema,
-            columns: Columns::new(),
-            json: Vec::with_capacity(4096),
-            undecodable: 0,
-        })
-    }
-
-    fn flush_rows(&mut self) -> std::io::Result<()> {
-        if self.columns.rows == 0 {
-            return Ok(());
-        }
-        let batch = self.columns.finish(&self.schema).map_err(parquet_io)?;
-        self.writer.write(&batch).map_err(parquet_io)
-    }
+/// Where encoded chunks are written, in order.
+enum Output {
+    Raw(Box<dyn Write + Send>),
+    Parquet(Box<ArrowWriter<Box<dyn Write + Send>>>),
 }
 
-impl Sink for ParquetSink {
-    fn push(&mut self, event: &EventRef<'_>) -> std::io::Result<()> {
-        let decoded = history::decode_ref(event);
-        if decoded.is_err() {
-            self.undecodable += 1;
+impl Output {
+    fn new(format: ExportFormat, mut out: Box<dyn Write + Send>) -> std::io::Result<Self> {
+        match format {
+            ExportFormat::Jsonl => Ok(Output::Raw(out)),
+            ExportFormat::Csv => {
+                out.write_all(CSV_COLUMNS.join(",").as_bytes())?;
+                out.write_all(b"\r\n")?;
+                Ok(Output::Raw(out))
+            }
+            ExportFormat::Parquet => {
+                // Columns of (nearly) unique values gain nothing from a dictionary.
+                let mut properties = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .set_created_by(format!("emporium {}", env!("CARGO_PKG_VERSION")));
+                for column in [
+                    "position",
+                    "stream",
+                    "event_id",
+                    "recorded_at",
+                    "correlation_id",
+                    "causation_id",
+                    "command_id",
+                    "order_id",
+                    "payload",
+                ] {
+                    properties = properties.set_column_dictionary_enabled(column.into(), false);
+                }
+                let writer = ArrowWriter::try_new(out, parquet_schema(), Some(properties.build()))
+                    .map_err(parquet_io)?;
+                Ok(Output::Parquet(Box::new(writer)))
+            }
         }
-        self.columns.push(event, decoded.as_ref(), &mut self.json);
-        if self.columns.rows >= ROW_GROUP_ROWS {
-            self.flush_rows()?;
-        }
-        Ok(())
     }
 
-    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
-        self.flush_rows()?;
-        let mut out = self.writer.into_inner().map_err(parquet_io)?;
-        out.flush()
+    fn write(&mut self, encoded: Encoded) -> std::io::Result<()> {
+        match (self, encoded) {
+            (Output::Raw(out), Encoded::Bytes(bytes)) => out.write_all(&bytes),
+            (Output::Parquet(writer), Encoded::Batch(batch)) => {
+                writer.write(&batch).map_err(parquet_io)
+            }
+            _ => Err(std::io::Error::other(
+                "an encoded chunk of the wrong format",
+            )),
+        }
     }
 
-    fn undecodable(&self) -> u64 {
-        self.undecodable
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Output::Raw(mut out) => out.flush(),
+            Output::Parquet(writer) => {
+                let mut out = writer.into_inner().map_err(parquet_io)?;
+                out.flush()
+            }
+        }
     }
 }
 
