@@ -3,6 +3,7 @@
 mod demo;
 pub mod export;
 mod keys;
+mod projections;
 mod replay;
 mod tail;
 mod verify;
@@ -28,7 +29,7 @@ pub async fn run(store: &StoreArgs, command: Command) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(store, command).await,
         Command::Migrate => keys::migrate(store).await,
         Command::Demo(command) => demo::run(store, command).await,
-        Command::Projections(_) => anyhow::bail!("projections are not available yet"),
+        Command::Projections(command) => projections::run(store, command).await,
     }
 }
 

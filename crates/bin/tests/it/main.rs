@@ -5,6 +5,7 @@
 //! - `replay`: as of a version and a time.
 //! - `verify`: a good store, and a store with a flipped byte in the middle of a segment.
 //! - `keys`: create, list, revoke; `migrate` without a URL.
+//! - `projections`: status and an offline rebuild of every projection.
 //! - `tail`: follows the log and prints JSON lines.
 //! - `errors`: one clear line and a non-zero exit.
 
@@ -13,6 +14,7 @@
 mod errors;
 mod export;
 mod keys;
+mod projections;
 mod replay;
 mod support;
 mod tail;

@@ -1,0 +1,144 @@
+//! `emporium projections status|rebuild` on a stopped data directory (the projection set of
+//! `emporium_projections::set`, opened on the event store).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use emporium_projections::{ProjectionName, ProjectionSet, ProjectionSetConfig, RebuildPhase};
+
+use super::{OpenStore, open_event_store, progress};
+use crate::cli::{ProjectionsCommand, RebuildArgs, StoreArgs};
+
+async fn open_set(store_args: &StoreArgs) -> anyhow::Result<(OpenStore, Arc<ProjectionSet>)> {
+    let store = open_event_store(store_args, false).await?;
+    let shared = store.shared();
+    let config = ProjectionSetConfig::new(&store_args.data_dir);
+    let set =
+        tokio::task::block_in_place(|| ProjectionSet::open(shared, config)).with_context(|| {
+            format!(
+                "opening the projections in {} (is a server running on this data directory?)",
+                store_args.data_dir.join("projections").display()
+            )
+        })?;
+    Ok((store, set))
+}
+
+async fn close(store: OpenStore, set: Arc<ProjectionSet>) {
+    tokio::task::block_in_place(|| set.close());
+    store.close().await;
+}
+
+pub async fn run(store_args: &StoreArgs, command: ProjectionsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCommand::Status { json } => {
+            let (store, set) = open_set(store_args).await?;
+            let status = set.status().await;
+            close(store, set).await;
+            let status = status.context("reading the projections' status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+                return Ok(());
+            }
+            println!(
+                "{:<10} {:>10} {:>12} {:>12} {:>12} {:>14}",
+                "NAME", "GENERATION", "POSITION", "LAG", "EVENTS/S", "STORAGE"
+            );
+            for s in &status {
+                println!(
+                    "{:<10} {:>10} {:>12} {:>12} {:>12.0} {:>14}",
+                    s.name.as_str(),
+                    s.generation,
+                    s.position,
+                    s.lag,
+                    s.events_per_second,
+                    human_bytes(s.storage_bytes)
+                );
+                if let Some(error) = &s.last_error {
+                    println!("  last error: {error}");
+                }
+            }
+            Ok(())
+        }
+        ProjectionsCommand::Rebuild(args) => rebuild(store_args, args).await,
+    }
+}
+
+async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()> {
+    let names: Vec<ProjectionName> = if args.all {
+        ProjectionName::ALL.to_vec()
+    } else {
+        let name = args.name.as_deref().unwrap_or_default();
+        vec![ProjectionName::parse(name).with_context(|| {
+            format!("no projection named {name:?} (catalog, stock, orders or search)")
+        })?]
+    };
+    if args.server.is_some() {
+        anyhow::bail!(
+            "rebuilding through a running server is not available yet (the server has no admin \
+             rebuild endpoint); stop the server and run `emporium projections rebuild` on its \
+             data directory"
+        );
+    }
+    let (store, set) = open_set(store_args).await?;
+    let mut outcome = Ok(());
+    for name in names {
+        let rebuild = set.rebuild(name);
+        let bar = progress(Some(rebuild.progress().head.max(1)), name.as_str());
+        let done = loop {
+            let p = rebuild.progress();
+            bar.set_length(p.head.max(1));
+            bar.set_position(p.position);
+            if p.phase != RebuildPhase::Running {
+                break p;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::signal::ctrl_c() => {
+                    rebuild.cancel();
+                    let p = rebuild.wait().await;
+                    bar.finish_and_clear();
+                    close(store, set).await;
+                    anyhow::bail!(
+                        "interrupted: the rebuild of {name} was cancelled at position {} (the old \
+                         generation is kept)",
+                        p.position
+                    );
+                }
+            }
+        };
+        bar.finish_and_clear();
+        match done.phase {
+            RebuildPhase::Swapped => println!(
+                "Rebuilt {name}: generation {}, {} events in {:.1} s ({:.0} events/s).",
+                done.generation,
+                done.events_applied,
+                done.elapsed_ms as f64 / 1000.0,
+                done.events_per_second
+            ),
+            _ => {
+                outcome = Err(anyhow::anyhow!(
+                    "the rebuild of {name} {}: {}",
+                    if done.phase == RebuildPhase::Cancelled {
+                        "was cancelled"
+                    } else {
+                        "failed"
+                    },
+                    done.error.unwrap_or_default()
+                ));
+                break;
+            }
+        }
+    }
+    close(store, set).await;
+    outcome
+}
+
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+        _ => format!("{:.1} GiB", bytes as f64 / 1_073_741_824.0),
+    }
+}
