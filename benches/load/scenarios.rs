@@ -853,18 +853,22 @@ pub async fn growth_stream(opts: &Opts) -> anyhow::Result<()> {
                 flash: None,
                 customer: 1,
             };
+            // A fixed number of orders, so that the stream is measured at the size it has (each
+            // order adds one event to it).
             let m = measure(
-                vec![FirstLineWorker { worker }],
+                vec![FirstLineWorker {
+                    worker,
+                    remaining: GROWTH_SAMPLES,
+                }],
                 Plan {
-                    warmup: Duration::from_millis(200),
-                    duration: Duration::from_secs(if opts.quick { 2 } else { 5 }),
+                    warmup: Duration::ZERO,
+                    duration: Duration::from_secs(600),
                 },
                 Some(&fresh.server),
                 Arc::new(AtomicBool::new(false)),
             )
             .await;
-            // Each order adds one event to the long stream.
-            events += m.recorder.ok() + 10;
+            events += GROWTH_SAMPLES;
             let mut f = figure(
                 &scenario,
                 &format!("emporium/{} @ {target} events", store.name()),
@@ -872,7 +876,7 @@ pub async fn growth_stream(opts: &Opts) -> anyhow::Result<()> {
                 m,
                 Some(&fresh.server),
             );
-            f.extra.push(("stream events".into(), json!(events)));
+            f.extra.push(("stream events after".into(), json!(events)));
             let p50 = f.recorder.all().latency_us.value_at_quantile(0.5);
             let p99 = f.recorder.all().latency_us.value_at_quantile(0.99);
             rows.push((target, p50, p99, fresh.server.rss_mib()));
@@ -928,10 +932,15 @@ pub async fn growth_stream(opts: &Opts) -> anyhow::Result<()> {
 /// An order worker whose first line is always the growing SKU (index 0).
 pub struct FirstLineWorker {
     worker: OrderWorker,
+    remaining: u64,
 }
+
+/// Orders timed at each size of the growing stream.
+const GROWTH_SAMPLES: u64 = 500;
 
 impl Worker for FirstLineWorker {
     async fn step(&mut self) -> Option<(&'static str, crate::report::Outcome)> {
+        self.remaining = self.remaining.checked_sub(1)?;
         // Lines: SKU 0 (the long stream) and one other.
         let skus = match self.worker.lines {
             Lines::Uniform { skus, .. } => skus,
