@@ -4,6 +4,8 @@
 //!   atomically, retry on conflict; warm cache, snapshots, early lock release).
 //! - [`http`]: the axum application ([`http::app`]), its errors (RFC 9457 problems), extractors,
 //!   authentication, idempotency, metrics and operational endpoints, and the command routes.
+//! - [`queries`]: the query service (read models of `emporium-projections`, read-your-writes
+//!   waits) and the order expirer.
 //! - [`store`]: the HTTP layer's own storage (API keys, idempotency records), embedded (redb) or
 //!   PostgreSQL.
 //! - [`node`]: the assembly of one server node (stores, services, router) that `emporium serve`
@@ -15,6 +17,7 @@ pub mod demo;
 pub mod history;
 pub mod http;
 pub mod node;
+pub mod queries;
 pub mod rfc3339;
 pub mod store;
 #[cfg(feature = "testing")]

@@ -17,6 +17,7 @@
 //! | event store | `<data_dir>/eventlog` (file log) | the `es_*` tables |
 //! | API store (keys, idempotency) | `<data_dir>/api.redb` | the `api_*` tables of the same database |
 //! | command service | early lock release (the only writer) | locks held until durable (other nodes write too) |
+//! | read models | `<data_dir>/projections` | `<data_dir>/projections` (each node keeps its own) |
 //!
 //! # Adding a part
 //!
@@ -244,9 +245,10 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let maintenance = self.state.spawn_maintenance();
-        let expiry = self.expirer.clone().map(|config| {
-            expirer::spawn(self.queries.clone(), self.commands.clone(), config)
-        });
+        let expiry = self
+            .expirer
+            .clone()
+            .map(|config| expirer::spawn(self.queries.clone(), self.commands.clone(), config));
         let served = crate::http::serve(listener, self.router(), shutdown).await;
         maintenance.abort();
         if let Some(expiry) = expiry {

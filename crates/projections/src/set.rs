@@ -101,7 +101,7 @@ impl ProjectionSetConfig {
             models: ModelConfig::default(),
             runner: RunnerConfig::default(),
             rebuild_runner: RunnerConfig {
-                batch_events_max: 32_768,
+                batch_events_max: 131_072,
                 ..RunnerConfig::default()
             },
             lag_interval: Duration::from_secs(1),

@@ -42,6 +42,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod ops;
 pub mod problem;
+pub mod queries;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -116,6 +117,8 @@ pub struct AppState {
     /// The event log, for the `events` routes (the feed, SSE, as-of replay); they answer 503
     /// without it.
     pub event_store: Option<Arc<dyn emporium_eventstore::EventStore>>,
+    /// The read side, for the `queries` routes; they answer 503 without it.
+    pub queries: Option<crate::queries::QueryService>,
 }
 
 impl AppState {
@@ -130,6 +133,7 @@ impl AppState {
             metrics: Metrics::install(),
             readiness: Arc::from(Vec::new()),
             commands: None,
+            queries: None,
             event_store: None,
         }
     }
@@ -137,6 +141,12 @@ impl AppState {
     /// Serves the `events` routes from `store`.
     pub fn with_event_store(mut self, store: Arc<dyn emporium_eventstore::EventStore>) -> Self {
         self.event_store = Some(store);
+        self
+    }
+
+    /// Serves the `queries` routes with `service`.
+    pub fn with_queries(mut self, service: crate::queries::QueryService) -> Self {
+        self.queries = Some(service);
         self
     }
 
@@ -194,8 +204,7 @@ impl RouteSet {
     pub fn application() -> Self {
         RouteSet {
             commands: ApiRouter::new().merge(commands::routes()),
-            // Issue 5: `.merge(crate::http::queries::routes())`.
-            queries: ApiRouter::new(),
+            queries: ApiRouter::new().merge(queries::routes()),
             events: ApiRouter::new().merge(events::routes()),
             // Issue 6: projection rebuilds, keys.
             admin: ApiRouter::new(),

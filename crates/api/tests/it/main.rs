@@ -11,6 +11,8 @@
 //! - `command_http`: the command API end to end on a real server (`testing::TestServer`), both
 //!   stores.
 //! - `events_http`: the event feed, SSE and as-of replay on a real server.
+//! - `queries_http`: the query API end to end (read-your-writes, ETag/304, compression, bad
+//!   parameters, the expirer), both stores.
 //! - `oversell`: 64 concurrent clients against limited stock, both stores.
 //! - `throughput`: ignored measurements of the command service (run with --release).
 
@@ -26,5 +28,6 @@ mod events_http;
 mod idempotency;
 mod ops;
 mod oversell;
+mod queries_http;
 mod throughput;
 mod support;
