@@ -507,12 +507,15 @@ pub async fn flash(opts: &Opts, hot_n: usize) -> anyhow::Result<()> {
             json!(acknowledged_match),
         ));
         f.extra.push((
-            "sold out".into(),
-            json!(names.iter().all(|n| {
-                folded
-                    .get(n)
-                    .is_some_and(|(rc, rs, _)| rc - rs < per_order as u64)
-            })),
+            "units left per hot SKU (log)".into(),
+            json!(
+                names
+                    .iter()
+                    .map(|n| folded
+                        .get(n)
+                        .map_or(0, |(rc, rs, rl)| (rc + rl).saturating_sub(*rs)))
+                    .collect::<Vec<_>>()
+            ),
         ));
         f.print();
         ours.insert(store, f.rate());
