@@ -241,6 +241,16 @@ fn main() {
         events.len(),
         generated.elapsed()
     );
+    let started = Instant::now();
+    let mut decoded = 0usize;
+    for event in events.iter() {
+        decoded += usize::from(emporium_domain::decode(&event.event_type, &event.payload).is_ok());
+    }
+    let decode = started.elapsed();
+    println!(
+        "  decode: {:>10.0} events/s (every event once, {decoded} decoded, {decode:.2?})",
+        n / decode.as_secs_f64()
+    );
     for (name, (elapsed, bytes)) in [
         ("catalog", fold::<Catalog>(&events)),
         ("stock", fold::<StockLevels>(&events)),

@@ -23,6 +23,10 @@ use futures::{FutureExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+/// A batch at least this large means the runner is catching up: it then fills the batch up to
+/// the store's head before applying it.
+const CATCH_UP_EVENTS_MIN: usize = 256;
+
 /// A read model folded from the log.
 pub trait Projection: Send + 'static {
     /// Stable name, used in the CLI, metrics and on disk (`catalog`, `stock`, `orders`, `search`).
@@ -328,6 +332,21 @@ fn follow<P: Projection>(
             match subscription.next().now_or_never() {
                 Some(Some(more)) => ready.extend(more?),
                 Some(None) | None => break,
+            }
+        }
+        // Catching up (a large chunk arrived): the store already holds more than has arrived,
+        // but a store that reads the disk on a blocking thread is never "ready" at once. Wait for
+        // it rather than commit a small batch: one transaction per 1k events would cap a rebuild.
+        if ready.len() >= CATCH_UP_EVENTS_MIN && ready.len() < config.batch_events_max {
+            let head = runtime.block_on(store.head())?;
+            while ready.len() < config.batch_events_max
+                && ready.last().is_some_and(|e| e.position < head)
+                && !*shutdown.borrow()
+            {
+                match runtime.block_on(subscription.next()) {
+                    Some(more) => ready.extend(more?),
+                    None => break,
+                }
             }
         }
         let take = ready.len().min(config.batch_events_max.max(1));

@@ -255,3 +255,57 @@ async fn a_restarted_runner_resumes_from_its_checkpoint() {
     })
     .await;
 }
+
+/// Catching up from the embedded store (which reads the disk on a blocking thread, 1k events a
+/// chunk), the runner fills its batches up to the head instead of committing each chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_catching_up_applies_large_batches() {
+    use emporium_domain::stock::StockReceived;
+    use emporium_domain::{Event, StockEvent, Timestamp, WarehouseId};
+    use emporium_eventstore::{AppendRequest, EventData, ExpectedVersion, Metadata, StreamWrite};
+
+    with_embedded(|store| async move {
+        let events: Vec<EventData> = (0..5_000u64)
+            .map(|i| {
+                let event = Event::Stock(StockEvent::Received(StockReceived {
+                    sku: "SKU-BULK".parse().unwrap(),
+                    warehouse: WarehouseId::parse(if i % 2 == 0 { "berlin" } else { "paris" })
+                        .unwrap(),
+                    quantity: 1,
+                    at: Timestamp::from_micros(1_800_000_000_000_000),
+                }));
+                EventData {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: event.event_type().to_owned(),
+                    payload: Bytes::from(event.encode().unwrap()),
+                    metadata: Metadata::default(),
+                }
+            })
+            .collect();
+        let outcome = store
+            .append(AppendRequest {
+                writes: vec![StreamWrite {
+                    stream: "stock-SKU-BULK".into(),
+                    expected: ExpectedVersion::NoStream,
+                    events,
+                }],
+                command_id: None,
+            })
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let model = Arc::new(StockLevels::open(dir.path(), &ModelConfig::small()).unwrap());
+        let config = RunnerConfig {
+            batch_events_max: 100_000,
+            ..RunnerConfig::default()
+        };
+        let handle = runner::spawn(Arc::clone(&store), Feed(Arc::clone(&model)), config).unwrap();
+        handle.wait_for(outcome.last_position, WAIT).await.unwrap();
+        let stats = handle.stats();
+        assert_eq!(stats.events_applied, 5_000);
+        assert!(stats.batches_applied <= 2, "{stats:?}");
+        assert_eq!(model.sku("SKU-BULK").unwrap().unwrap().on_hand(), 5_000);
+        handle.stop();
+    })
+    .await;
+}
