@@ -60,6 +60,7 @@ options:
   --products N          products for search (default 1000000; quick 20000)
   --flash-units N       units of each hot SKU (default 100000; quick 20000)
   --events N            log size for large (default 10000000; quick 1000000)
+  --stream-max N        growth-stream: the longest stream (default 1000000; quick 10000)
   --pool N              PostgreSQL pool size of the peers (default: --concurrency)
   --no-peers            skip the PostgreSQL peers
   --no-build            do not run cargo build (use target/release/emporium or $EMPORIUM_BIN)
@@ -78,6 +79,7 @@ fn main() -> anyhow::Result<()> {
     let mut products = None;
     let mut flash_units = None;
     let mut events = None;
+    let mut stream_max = None;
     let mut pool = None;
     let mut peers = true;
     let mut build = true;
@@ -108,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             "--products" => products = Some(value("--products", &mut args)?.parse()?),
             "--flash-units" => flash_units = Some(value("--flash-units", &mut args)?.parse()?),
             "--events" => events = Some(value("--events", &mut args)?.parse()?),
+            "--stream-max" => stream_max = Some(value("--stream-max", &mut args)?.parse()?),
             "--pool" => pool = Some(value("--pool", &mut args)?.parse()?),
             "--pg" => pg = value("--pg", &mut args)?,
             "-h" | "--help" => {
@@ -139,6 +142,7 @@ fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs_f64(duration.unwrap_or(if quick { 5.0 } else { 20.0 })),
         skus: skus.unwrap_or(if quick { 10_000 } else { 100_000 }),
         flash_units: flash_units.unwrap_or(if quick { 20_000 } else { 100_000 }),
+        stream_max: stream_max.unwrap_or(if quick { 10_000 } else { 1_000_000 }),
         search_products: products.unwrap_or(if quick { 20_000 } else { 1_000_000 }),
         stores,
         peers,

@@ -165,13 +165,13 @@ impl Figure {
             ops.push(("(all)", self.recorder.all()));
         }
         println!(
-            "  {:<16} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "  {:<24} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "operation", "ok", "ok/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "rejected"
         );
         for (op, s) in &ops {
             let h = &s.latency_us;
             println!(
-                "  {:<16} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}",
+                "  {:<24} {:>10} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}",
                 op,
                 s.ok,
                 s.ok as f64 / self.wall.as_secs_f64().max(1e-9),
@@ -279,6 +279,25 @@ pub fn ratio(scenario: &str, what: &str, ours: f64, theirs: f64, target: &str) {
         "ratio": what,
         "emporium": ours,
         "peer": theirs,
+        "x": r,
+        "target": target,
+        "loadavg": loadavg(),
+    }));
+}
+
+/// Prints (and records) how many times lower our latency is than the peer's.
+pub fn latency_ratio(scenario: &str, what: &str, ours_us: u64, theirs_us: u64, target: &str) {
+    let r = theirs_us as f64 / (ours_us as f64).max(1.0);
+    println!(
+        "\n>> {scenario}: {what}: Emporium {:.2} vs peer {:.2} = {r:.2}x lower (target {target})",
+        ms(ours_us),
+        ms(theirs_us)
+    );
+    append_result(&json!({
+        "scenario": scenario,
+        "ratio": what,
+        "emporium_ms": ms(ours_us),
+        "peer_ms": ms(theirs_us),
         "x": r,
         "target": target,
         "loadavg": loadavg(),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::catalog::{self, SEARCH_QUERIES};
 use crate::peers;
-use crate::report::{Figure, append_result, loadavg, ratio};
+use crate::report::{Figure, append_result, latency_ratio, loadavg, ratio};
 use crate::run::{Measured, Plan, Rng, Worker, closed_loop};
 use crate::server::{PgDb, Server, Store};
 use crate::workers::{
@@ -32,6 +32,8 @@ pub struct Opts {
     pub skus: u64,
     pub flash_units: u64,
     pub search_products: u64,
+    /// growth-stream: the longest stream.
+    pub stream_max: u64,
     pub stores: Vec<Store>,
     pub peers: bool,
     pub pool_size: u32,
@@ -687,40 +689,49 @@ pub async fn search(opts: &Opts) -> anyhow::Result<()> {
         "search, {n} products, {} queries",
         SEARCH_QUERIES.len()
     ));
+    // Latency alone (one client), then throughput (saturating).
+    let levels = [1, opts.concurrency];
     let mut ours = BTreeMap::new();
     for &store in &opts.stores {
         let fresh = fresh_server(opts, store, "search").await?;
         seed(opts, &fresh.server, n, 1_000, 3).await?;
         let caught_up = wait_for_read_models(&fresh.server, n).await?;
         let (hits, _) = search_workers_once(&fresh.server).await?;
-        let empty = Arc::new(AtomicU64::new(0));
-        let workers: Vec<SearchWorker> = (0..opts.concurrency)
-            .map(|w| {
-                Ok(SearchWorker {
-                    conn: fresh.server.conn()?,
-                    next: w,
-                    empty: Arc::clone(&empty),
+        let mut results = Vec::new();
+        for concurrency in levels {
+            let empty = Arc::new(AtomicU64::new(0));
+            let workers: Vec<SearchWorker> = (0..concurrency)
+                .map(|w| {
+                    Ok(SearchWorker {
+                        conn: fresh.server.conn()?,
+                        next: w,
+                        empty: Arc::clone(&empty),
+                    })
                 })
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let mut f = on_server(opts, &fresh.server, &scenario, workers).await;
-        f.extra.push((
-            "read models caught up after seeding in (s)".into(),
-            json!(caught_up.as_secs_f64()),
-        ));
-        f.extra.push(("total hits per query".into(), json!(hits)));
-        f.extra.push((
-            "answers with no hit".into(),
-            json!(empty.load(Ordering::Relaxed)),
-        ));
-        f.print();
-        let all = f.recorder.all();
-        ours.insert(store, (f.rate(), all.latency_us.value_at_quantile(0.95)));
+                .collect::<anyhow::Result<_>>()?;
+            let mut f = on_server(opts, &fresh.server, &scenario, workers).await;
+            f.concurrency = concurrency;
+            f.extra.push((
+                "read models caught up after seeding in (s)".into(),
+                json!(caught_up.as_secs_f64()),
+            ));
+            f.extra.push(("total hits per query".into(), json!(hits)));
+            f.extra.push((
+                "answers with no hit".into(),
+                json!(empty.load(Ordering::Relaxed)),
+            ));
+            f.print();
+            results.push((
+                f.rate(),
+                f.recorder.all().latency_us.value_at_quantile(0.95),
+            ));
+        }
+        ours.insert(store, results);
         fresh.teardown().await?;
     }
     if opts.peers {
         let scenario_ref = &scenario;
-        let result = with_pool(opts, "fts", |pool| async move {
+        let peer = with_pool(opts, "fts", |pool| async move {
             let t0 = Instant::now();
             peers::fts_schema(&pool, n).await?;
             let load_s = t0.elapsed().as_secs_f64();
@@ -729,50 +740,57 @@ pub async fn search(opts: &Opts) -> anyhow::Result<()> {
                 let (total, _) = peers::fts_search(&pool, q).await?;
                 totals.insert(q.label, total);
             }
-            let empty = Arc::new(AtomicU64::new(0));
-            let workers: Vec<_> = (0..opts.concurrency)
-                .map(|w| peers::FtsWorker {
-                    pool: pool.clone(),
-                    next: w,
-                    empty: Arc::clone(&empty),
-                })
-                .collect();
-            let m = measure(workers, opts.plan(), None, Arc::new(AtomicBool::new(false))).await;
-            let mut f = figure(
-                scenario_ref,
-                "peer: PostgreSQL FTS + pg_trgm (sqlx)",
-                opts.concurrency,
-                m,
-                None,
-            );
-            f.extra.push(("load + index (s)".into(), json!(load_s)));
-            f.extra.push(("total hits per query".into(), json!(totals)));
-            f.extra.push((
-                "answers with no hit".into(),
-                json!(empty.load(Ordering::Relaxed)),
-            ));
-            f.print();
-            anyhow::Ok((
-                f.rate(),
-                f.recorder.all().latency_us.value_at_quantile(0.95),
-            ))
+            let mut results = Vec::new();
+            for concurrency in levels {
+                let empty = Arc::new(AtomicU64::new(0));
+                let workers: Vec<_> = (0..concurrency)
+                    .map(|w| peers::FtsWorker {
+                        pool: pool.clone(),
+                        next: w,
+                        empty: Arc::clone(&empty),
+                    })
+                    .collect();
+                let m = measure(workers, opts.plan(), None, Arc::new(AtomicBool::new(false))).await;
+                let mut f = figure(
+                    scenario_ref,
+                    "peer: PostgreSQL FTS + pg_trgm (sqlx)",
+                    concurrency,
+                    m,
+                    None,
+                );
+                f.extra.push(("load + index (s)".into(), json!(load_s)));
+                f.extra.push(("total hits per query".into(), json!(totals)));
+                f.extra.push((
+                    "answers with no hit".into(),
+                    json!(empty.load(Ordering::Relaxed)),
+                ));
+                f.print();
+                results.push((
+                    f.rate(),
+                    f.recorder.all().latency_us.value_at_quantile(0.95),
+                ));
+            }
+            anyhow::Ok(results)
         })
-        .await;
-        let (peer_rate, peer_p95) = result?;
-        for (store, (rate, p95)) in ours {
+        .await?;
+        for (store, results) in ours {
             ratio(
                 &scenario,
-                &format!("{} searches/s vs PostgreSQL FTS + pg_trgm", store.name()),
-                rate,
-                peer_rate,
+                &format!(
+                    "{} searches/s at concurrency {} vs PostgreSQL FTS + pg_trgm",
+                    store.name(),
+                    opts.concurrency
+                ),
+                results[1].0,
+                peer[1].0,
                 ">= 5x",
             );
-            ratio(
+            latency_ratio(
                 &scenario,
-                &format!("{}: PostgreSQL p95 / Emporium p95 (ms)", store.name()),
-                peer_p95 as f64,
-                p95 as f64,
-                ">= 5x",
+                &format!("{}: p95 at concurrency 1 (ms)", store.name()),
+                results[0].1,
+                peer[0].1,
+                ">= 5x (and p95 <= 10 ms)",
             );
         }
     }
@@ -803,12 +821,14 @@ async fn search_workers_once(
 /// at concurrency 1, and the server's RSS; at the end the server restarts and the first command
 /// on the long stream is timed (a cold load: snapshot + tail).
 pub async fn growth_stream(opts: &Opts) -> anyhow::Result<()> {
-    let checkpoints: &[u64] = if opts.quick {
-        &[10, 1_000, 10_000]
-    } else {
-        &[10, 1_000, 10_000, 100_000, 1_000_000]
-    };
-    let scenario = opts.label("growth: one stream, 10 -> 1M events");
+    let checkpoints: Vec<u64> = [10, 1_000, 10_000, 100_000, 1_000_000]
+        .into_iter()
+        .filter(|c| *c <= opts.stream_max)
+        .collect();
+    let scenario = opts.label(&format!(
+        "growth: one stream, 10 -> {} events",
+        opts.stream_max
+    ));
     for &store in &opts.stores {
         let fresh = fresh_server(opts, store, "growth").await?;
         let skus = 1_000;
@@ -818,7 +838,7 @@ pub async fn growth_stream(opts: &Opts) -> anyhow::Result<()> {
         let prices = prices(skus);
         let mut events = 1u64;
         let mut rows = Vec::new();
-        for &target in checkpoints {
+        for &target in &checkpoints {
             if target > events {
                 let remaining = Arc::new(AtomicU64::new(target - events));
                 let workers: Vec<GrowWorker> = (0..opts.concurrency)
