@@ -593,6 +593,7 @@ fn receipts(seed: u64, index: u64, sku: &str, warehouses: u32) -> Vec<ReceiveSto
             sku: sku.to_owned(),
             warehouse: warehouse_id((first + k) % u64::from(warehouses)),
             quantity: 20 + rng.below(200) + if rng.chance(0.1) { 2000 } else { 0 },
+            reference: None,
         })
         .collect()
 }
@@ -944,6 +945,7 @@ pub async fn seed(
                     sku,
                     warehouse: warehouse_id(0),
                     quantity: 500,
+                    reference: None,
                 }
                 .into(),
                 order: None,
@@ -1050,11 +1052,22 @@ fn after_placing(plan: &OrderPlan, i: usize, wave: u64, total: i64) -> Vec<(u64,
     }]
 }
 
+/// The carriers demo shipments go with.
+const CARRIERS: [&str; 4] = ["DHL", "UPS", "FedEx", "USPS"];
+
 /// What follows a successful step after placement (`step` is the job id's last part).
 fn after_step(plan: &OrderPlan, i: usize, wave: u64, id: &str, total: i64) -> Vec<(u64, Job)> {
     let step = id.rsplit('-').next().unwrap_or("");
     let order_id = plan.order_id;
-    let ship = |at| (at, job(plan, i, "ship", ShipOrder { order_id }.into()));
+    let ship = |at| {
+        let carrier = CARRIERS[plan.index as usize % CARRIERS.len()];
+        let command = ShipOrder {
+            order_id,
+            carrier: carrier.to_owned(),
+            tracking: format!("{}{:012}", &carrier[..2].to_uppercase(), plan.index),
+        };
+        (at, job(plan, i, "ship", command.into()))
+    };
     match (step, plan.fate) {
         ("authorize", _) => vec![(
             wave + 1,

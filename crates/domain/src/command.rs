@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, ShortLine, Violation, ViolationKind};
-use crate::limits::{ORDER_LINE_QUANTITY_MAX, ORDER_LINES_MAX};
+use crate::limits::{CARRIER_LEN_MAX, ORDER_LINE_QUANTITY_MAX, ORDER_LINES_MAX, TRACKING_LEN_MAX};
 use crate::order::{
     self, CancelOrder, ExpireOrder, Order, OrderAction, OrderCancelled, OrderEvent, OrderExpired,
     OrderLine, OrderPlaced, OrderShipped, OrderState, PlaceOrder, RecordPayment, RefundOrder,
@@ -171,7 +171,7 @@ pub enum State {
 
 /// The snapshot schema of [`State`]: change it whenever a state type changes, so that old
 /// snapshots are ignored (and the stream replayed) rather than misread.
-pub const STATE_SCHEMA: &str = "emporium-domain.state.v1";
+pub const STATE_SCHEMA: &str = "emporium-domain.state.v2";
 
 /// An event folded into the state of another aggregate (a product event into a stock state...):
 /// the caller routed an event to the wrong stream.
@@ -319,7 +319,7 @@ impl Command {
             Command::RefundOrder(c) => vec![StreamRef::Order(c.order_id)],
             Command::CancelOrder(CancelOrder { order_id, .. })
             | Command::ExpireOrder(ExpireOrder { order_id })
-            | Command::ShipOrder(ShipOrder { order_id }) => {
+            | Command::ShipOrder(ShipOrder { order_id, .. }) => {
                 let mut streams = vec![StreamRef::Order(*order_id)];
                 if let Some(order) = loaded.order(*order_id).and_then(|s| s.order.as_ref()) {
                     streams.extend(order.skus().cloned().map(StreamRef::Stock));
@@ -536,8 +536,18 @@ pub fn decide(command: &Command, loaded: &Loaded, now: Timestamp) -> Result<Deci
             })?
         }
         Command::ShipOrder(c) => {
+            let mut c_check = Check::default();
+            c_check.line("carrier", &c.carrier, CARRIER_LEN_MAX);
+            c_check.line("tracking", &c.tracking, TRACKING_LEN_MAX);
+            c_check.finish(Some(()))?;
+            let (carrier, tracking) = (c.carrier.clone(), c.tracking.clone());
             end_order(loaded, c.order_id, OrderAction::Ship, now, |order_id| {
-                OrderEvent::Shipped(OrderShipped { order_id, at: now })
+                OrderEvent::Shipped(OrderShipped {
+                    order_id,
+                    carrier,
+                    tracking,
+                    at: now,
+                })
             })?
         }
     })

@@ -33,6 +33,7 @@
 //!     sku: "SKU-1".into(),
 //!     warehouse: "berlin".into(),
 //!     quantity: 10,
+//!     reference: None,
 //! });
 //! let mut loaded = Loaded::new();
 //! loop {
@@ -84,7 +85,8 @@ pub use command::{
 pub use error::{DomainError, ErrorKind, ShortLine, Violation, ViolationKind};
 pub use order::{
     CancelOrder, ExpireOrder, LineInput, Order, OrderAction, OrderEvent, OrderState, OrderStatus,
-    PaymentOutcome, PaymentStatus, PlaceOrder, RecordPayment, RefundOrder, ShipOrder, next_status,
+    PaymentOutcome, PaymentStatus, PlaceOrder, RecordPayment, RefundOrder, ShipOrder, Shipment,
+    next_status,
 };
 pub use product::{
     ChangePrice, CreateProduct, DiscontinueProduct, Product, ProductEvent, ProductState,

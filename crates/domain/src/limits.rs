@@ -31,6 +31,10 @@ pub const ATTRIBUTE_VALUE_LEN_MAX: usize = 256;
 pub const REASON_LEN_MAX: usize = 500;
 /// The longest payment provider reference (printable ASCII, no spaces).
 pub const PAYMENT_REF_LEN_MAX: usize = 128;
+/// The longest carrier name of a shipment.
+pub const CARRIER_LEN_MAX: usize = 64;
+/// The longest tracking number of a shipment, or supplier reference of a stock receipt.
+pub const TRACKING_LEN_MAX: usize = 128;
 
 /// The largest quantity one stock command moves (receive, transfer, reserve).
 pub const STOCK_QUANTITY_MAX: u64 = 1_000_000;

@@ -90,6 +90,10 @@ pub struct ExpireOrder {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipOrder {
     pub order_id: OrderId,
+    /// Who carries the parcel (single line, at most `CARRIER_LEN_MAX` characters).
+    pub carrier: String,
+    /// The carrier's tracking number (single line, at most `TRACKING_LEN_MAX` characters).
+    pub tracking: String,
 }
 
 /// Refunds part or all of what was captured.
@@ -162,7 +166,17 @@ pub struct OrderExpired {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderShipped {
     pub order_id: OrderId,
+    pub carrier: String,
+    pub tracking: String,
     pub at: Timestamp,
+}
+
+/// Where a shipped order went: the carrier and its tracking number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub carrier: String,
+    pub tracking: String,
+    pub shipped_at: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -321,6 +335,8 @@ pub struct Order {
     pub captured_minor: i64,
     pub refunded_minor: i64,
     pub payment_failures: u32,
+    /// Set by `OrderShipped`.
+    pub shipment: Option<Shipment>,
 }
 
 impl Order {
@@ -369,6 +385,7 @@ pub fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
             captured_minor: 0,
             refunded_minor: 0,
             payment_failures: 0,
+            shipment: None,
         });
         return state;
     }
@@ -405,6 +422,11 @@ pub fn evolve(mut state: OrderState, event: &OrderEvent) -> OrderState {
         }
         OrderEvent::Shipped(e) => {
             order.status = OrderStatus::Shipped;
+            order.shipment = Some(Shipment {
+                carrier: e.carrier.clone(),
+                tracking: e.tracking.clone(),
+                shipped_at: e.at,
+            });
             order.updated_at = e.at;
         }
         OrderEvent::Refunded(e) => {

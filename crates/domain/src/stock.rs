@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DomainError, ShortLine, ViolationKind};
-use crate::limits::{ON_HAND_MAX, RESERVATION_TTL_MAX_MICROS, STOCK_QUANTITY_MAX};
+use crate::limits::{
+    ON_HAND_MAX, RESERVATION_TTL_MAX_MICROS, STOCK_QUANTITY_MAX, TRACKING_LEN_MAX,
+};
 use crate::validate::Check;
 use crate::values::{OrderId, Sku, Timestamp, WarehouseId};
 
@@ -26,6 +28,8 @@ pub struct ReceiveStock {
     pub sku: String,
     pub warehouse: String,
     pub quantity: u64,
+    /// The supplier's delivery reference, if any (single line, at most `TRACKING_LEN_MAX`).
+    pub reference: Option<String>,
 }
 
 /// Sets a warehouse's on-hand quantity to a physical count. A count below what is reserved there
@@ -81,6 +85,7 @@ pub struct StockReceived {
     pub sku: Sku,
     pub warehouse: WarehouseId,
     pub quantity: u64,
+    pub reference: Option<String>,
     pub at: Timestamp,
 }
 
@@ -321,6 +326,9 @@ pub(crate) fn receive(
     let sku = c.parse::<Sku>("sku", &cmd.sku);
     let warehouse = c.parse::<WarehouseId>("warehouse", &cmd.warehouse);
     c.quantity("quantity", cmd.quantity, STOCK_QUANTITY_MAX);
+    if let Some(reference) = &cmd.reference {
+        c.line("reference", reference, TRACKING_LEN_MAX);
+    }
     let (sku, warehouse) = c.finish((|| Some((sku?, warehouse?)))())?;
 
     check_capacity(state, &sku, &warehouse, cmd.quantity)?;
@@ -328,6 +336,7 @@ pub(crate) fn receive(
         sku,
         warehouse,
         quantity: cmd.quantity,
+        reference: cmd.reference.clone(),
         at: now,
     }))
 }

@@ -81,6 +81,7 @@ fn generate(products: u64, orders: u64) -> Vec<RecordedEvent> {
                 sku: sku(i),
                 warehouse: WarehouseId::parse(WAREHOUSES[(i % 4) as usize]).unwrap(),
                 quantity: 1_000_000,
+                reference: None,
                 at: Timestamp(1_700_000_000_000_000 + i as i64),
             })),
         ));
@@ -157,7 +158,12 @@ fn generate(products: u64, orders: u64) -> Vec<RecordedEvent> {
         if n % 4 != 0 {
             log.push((
                 stream,
-                Event::Order(OrderEvent::Shipped(OrderShipped { order_id, at })),
+                Event::Order(OrderEvent::Shipped(OrderShipped {
+                    order_id,
+                    carrier: "DHL".into(),
+                    tracking: "JD014600006281".into(),
+                    at,
+                })),
             ));
             for (s, q) in &lines {
                 log.push((

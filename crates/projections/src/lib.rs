@@ -20,6 +20,7 @@ pub use catalog::{Catalog, ListProducts, ListSort, ProductRow};
 pub use model::{Feed, ModelConfig, PAGE_LIMIT_MAX, Page, ReadError, ReadModel};
 pub use orders::{
     AllocationRow, AllocationState, ExpiredOrder, HistoryEntry, OrderLineRow, OrderRow, Orders,
+    ShipmentRow,
 };
 pub use product_search::ProductSearch;
 pub use set::{

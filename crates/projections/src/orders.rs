@@ -38,7 +38,8 @@ const OPEN_BY_EXPIRY: TableDefinition<(i64, u128), ()> =
     TableDefinition::new("open_orders_by_expiry");
 const PENDING_ALLOCATIONS: TableDefinition<u128, &[u8]> =
     TableDefinition::new("pending_allocations");
-const SCHEMA: u64 = 1;
+// 2: `OrderRow::shipment`.
+const SCHEMA: u64 = 2;
 
 /// The most history entries kept per order (the first, and the latest ones).
 pub const ORDER_HISTORY_MAX: usize = 256;
@@ -67,6 +68,14 @@ impl AllocationState {
             AllocationState::Shipped => "shipped",
         }
     }
+}
+
+/// Where a shipped order went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentRow {
+    pub carrier: String,
+    pub tracking: String,
+    pub shipped_at_micros: i64,
 }
 
 /// Units of one line taken from one warehouse.
@@ -109,6 +118,8 @@ pub struct OrderRow {
     pub updated_at_micros: i64,
     pub allocations: Vec<AllocationRow>,
     pub history: Vec<HistoryEntry>,
+    /// The carrier and tracking number, once shipped.
+    pub shipment: Option<ShipmentRow>,
     /// The version of the last event of `order-{id}` folded in.
     pub version: u64,
     /// The global position of the last event folded into this row (order or allocation).
@@ -343,6 +354,7 @@ fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEven
             updated_at_micros: e.at.as_micros(),
             allocations: std::mem::take(&mut touched.pending),
             history: Vec::new(),
+            shipment: None,
             version: recorded.version,
             position: recorded.position,
         });
@@ -385,6 +397,11 @@ fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEven
         }
         OrderEvent::Shipped(e) => {
             row.status = OrderStatus::Shipped;
+            row.shipment = Some(ShipmentRow {
+                carrier: e.carrier.clone(),
+                tracking: e.tracking.clone(),
+                shipped_at_micros: e.at.as_micros(),
+            });
             ("shipped", e.at)
         }
         OrderEvent::Refunded(e) => {

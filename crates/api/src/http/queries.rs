@@ -337,6 +337,14 @@ pub struct OrderLineBody {
 }
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ShipmentBody {
+    pub carrier: String,
+    pub tracking: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub shipped_at: Micros,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AllocationBody {
     pub sku: String,
     pub warehouse: String,
@@ -404,6 +412,8 @@ pub struct OrderBody {
     pub allocations: Vec<AllocationBody>,
     /// Every event of the order, oldest first.
     pub history: Vec<HistoryBody>,
+    /// The carrier and tracking number, once shipped.
+    pub shipment: Option<ShipmentBody>,
     pub version: u64,
     pub position: u64,
 }
@@ -450,6 +460,11 @@ impl From<OrderRow> for OrderBody {
             updated_at: Micros(row.updated_at_micros),
             allocations: row.allocations.into_iter().map(Into::into).collect(),
             history: row.history.into_iter().map(Into::into).collect(),
+            shipment: row.shipment.map(|s| ShipmentBody {
+                carrier: s.carrier,
+                tracking: s.tracking,
+                shipped_at: Micros(s.shipped_at_micros),
+            }),
             version: row.version,
             position: row.position,
             customer_id: row.customer_id,

@@ -190,6 +190,7 @@ pub fn receive(sku: &str, warehouse: &str, quantity: u64) -> Command {
         sku: sku.into(),
         warehouse: warehouse.into(),
         quantity,
+        reference: None,
     })
 }
 

@@ -29,5 +29,5 @@ mod idempotency;
 mod ops;
 mod oversell;
 mod queries_http;
-mod throughput;
 mod support;
+mod throughput;

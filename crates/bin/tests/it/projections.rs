@@ -14,7 +14,11 @@ fn projections_are_rebuilt_offline_into_a_new_generation() {
     assert_eq!(names, ["catalog", "stock", "orders", "search"]);
 
     let out = ok(&dir, &["projections", "rebuild", "--all"]);
-    assert_eq!(out.lines().filter(|l| l.starts_with("Rebuilt ")).count(), 4, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("Rebuilt ")).count(),
+        4,
+        "{out}"
+    );
     let status: serde_json::Value =
         serde_json::from_str(&ok(&dir, &["projections", "status", "--json"])).unwrap();
     for s in status.as_array().unwrap() {

@@ -16,7 +16,8 @@ use emporium_domain::product::{
     PriceChanged, ProductCreated, ProductDetailsUpdated, ProductDiscontinued,
 };
 use emporium_domain::stock::{
-    ReleaseReason, ReservationReleased, StockAdjusted, StockShipped, StockTransferred,
+    ReleaseReason, ReservationReleased, StockAdjusted, StockReceived, StockShipped,
+    StockTransferred,
 };
 use emporium_domain::{
     CategoryPath, EVENT_TYPES, Event, Money, OrderEvent, ProductEvent, STATE_SCHEMA, Sku, State,
@@ -67,7 +68,14 @@ fn samples() -> Vec<Event> {
             at: at(-1),
         })
         .into(),
-        received("HP-1", "berlin", 300),
+        StockEvent::Received(StockReceived {
+            sku: sku("HP-1"),
+            warehouse: wh("berlin"),
+            quantity: 300,
+            reference: Some("PO-2026-1142".into()),
+            at: t,
+        })
+        .into(),
         StockEvent::Adjusted(StockAdjusted {
             sku: sku("HP-1"),
             warehouse: wh("berlin"),
@@ -130,6 +138,8 @@ fn samples() -> Vec<Event> {
         .into(),
         OrderEvent::Shipped(OrderShipped {
             order_id: id,
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
             at: t,
         })
         .into(),
@@ -365,7 +375,7 @@ fn states_snapshot_with_postcard_and_print_as_json() {
     for e in samples() {
         h.record(e);
     }
-    assert_eq!(STATE_SCHEMA, "emporium-domain.state.v1");
+    assert_eq!(STATE_SCHEMA, "emporium-domain.state.v2");
     for stream in h.streams.keys() {
         let state = h.state(stream);
         let bytes = postcard::to_allocvec(&state).unwrap();

@@ -413,6 +413,8 @@ fn it_should_not_cancel_a_shipped_order() {
     history.push(
         OrderEvent::Shipped(OrderShipped {
             order_id: oid(1),
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
             at: at(NOW - 1),
         })
         .into(),
@@ -481,26 +483,83 @@ fn it_should_not_expire_a_paid_order() {
 fn it_should_ship_a_paid_order_and_its_stock_in_one_decision() {
     let mut history = a_placed_order(oid(1));
     history.push(captured(oid(1), 2000));
-    given(history).when(ShipOrder { order_id: oid(1) }).then([
+    given(history)
+        .when(ShipOrder {
+            order_id: oid(1),
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
+        })
+        .then([
+            OrderEvent::Shipped(OrderShipped {
+                order_id: oid(1),
+                carrier: "DHL".into(),
+                tracking: "JD014600006281".into(),
+                at: at(NOW),
+            })
+            .into(),
+            StockEvent::Shipped(StockShipped {
+                sku: sku("SKU-1"),
+                order_id: oid(1),
+                allocations: vec![alloc("berlin", 2)],
+                at: at(NOW),
+            })
+            .into(),
+        ]);
+}
+
+#[test]
+fn it_should_not_ship_without_a_carrier_and_a_tracking_number() {
+    let mut history = a_placed_order(oid(1));
+    history.push(captured(oid(1), 2000));
+    given(history)
+        .when(ShipOrder {
+            order_id: oid(1),
+            carrier: String::new(),
+            tracking: "x".repeat(129),
+        })
+        .then_invalid(&[("carrier", "empty"), ("tracking", "too-long")]);
+}
+
+#[test]
+fn it_should_remember_where_a_shipped_order_went() {
+    let mut history = a_placed_order(oid(1));
+    history.push(captured(oid(1), 2000));
+    history.push(
         OrderEvent::Shipped(OrderShipped {
             order_id: oid(1),
+            carrier: "UPS".into(),
+            tracking: "1Z999AA10123456784".into(),
             at: at(NOW),
         })
         .into(),
-        StockEvent::Shipped(StockShipped {
-            sku: sku("SKU-1"),
-            order_id: oid(1),
-            allocations: vec![alloc("berlin", 2)],
-            at: at(NOW),
-        })
-        .into(),
-    ]);
+    );
+    let order_events: Vec<Event> = history
+        .into_iter()
+        .filter(|e| matches!(e, Event::Order(_)))
+        .collect();
+    let state = emporium_domain::State::replay(&StreamRef::Order(oid(1)), &order_events).unwrap();
+    let emporium_domain::State::Order(state) = state else {
+        panic!("an order state");
+    };
+    let shipment = state.order.unwrap().shipment.unwrap();
+    assert_eq!(
+        (
+            shipment.carrier.as_str(),
+            shipment.tracking.as_str(),
+            shipment.shipped_at
+        ),
+        ("UPS", "1Z999AA10123456784", at(NOW))
+    );
 }
 
 #[test]
 fn it_should_not_ship_an_unpaid_order() {
     given(a_placed_order(oid(1)))
-        .when(ShipOrder { order_id: oid(1) })
+        .when(ShipOrder {
+            order_id: oid(1),
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
+        })
         .then_err("invalid-order-transition");
 }
 
@@ -510,7 +569,11 @@ fn it_should_not_ship_an_order_whose_reservation_is_gone() {
     history.push(captured(oid(1), 2000));
     history.push(released(oid(1), ReleaseReason::Manual));
     given(history)
-        .when(ShipOrder { order_id: oid(1) })
+        .when(ShipOrder {
+            order_id: oid(1),
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
+        })
         .then_err("reservation-not-found");
 }
 
@@ -520,7 +583,11 @@ fn it_should_not_end_an_order_that_does_not_exist() {
         .when(cancel(oid(1)))
         .then_err("order-not-found");
     given_nothing()
-        .when(ShipOrder { order_id: oid(1) })
+        .when(ShipOrder {
+            order_id: oid(1),
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
+        })
         .then_err("order-not-found");
 }
 

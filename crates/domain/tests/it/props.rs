@@ -236,6 +236,7 @@ fn stock_command(op: &StockOp) -> Command {
             sku: s(),
             warehouse: WAREHOUSES[w].into(),
             quantity,
+            reference: None,
         }
         .into(),
         StockOp::Adjust(w, counted) => AdjustStock {
@@ -385,6 +386,7 @@ impl World {
                 sku: SKUS[*s].into(),
                 warehouse: WAREHOUSES[*w].into(),
                 quantity: *quantity,
+                reference: None,
             }
             .into(),
             Op::Adjust(s, w, counted) => AdjustStock {
@@ -435,7 +437,12 @@ impl World {
             }
             .into(),
             Op::Expire(o) => ExpireOrder { order_id: oid(*o) }.into(),
-            Op::Ship(o) => ShipOrder { order_id: oid(*o) }.into(),
+            Op::Ship(o) => ShipOrder {
+                order_id: oid(*o),
+                carrier: "DHL".into(),
+                tracking: "JD014600006281".into(),
+            }
+            .into(),
             Op::Refund(o, amount) => RefundOrder {
                 order_id: oid(*o),
                 amount: eur(*amount),

@@ -15,6 +15,7 @@ fn receive(warehouse: &str, quantity: u64) -> ReceiveStock {
         sku: "SKU-1".into(),
         warehouse: warehouse.into(),
         quantity,
+        reference: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn it_should_receive_stock_into_a_new_stock_item() {
             sku: sku("SKU-1"),
             warehouse: wh("berlin"),
             quantity: 10,
+            reference: None,
             at: at(NOW),
         })
         .into()]);
@@ -80,6 +82,7 @@ fn it_should_report_every_invalid_field_even_with_an_invalid_sku() {
             sku: "SKU 1".into(),
             warehouse: "-berlin".into(),
             quantity: 0,
+            reference: None,
         })
         .then_invalid(&[
             ("sku", "invalid-sku"),

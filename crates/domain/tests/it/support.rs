@@ -77,6 +77,7 @@ pub fn received(s: &str, warehouse: &str, quantity: u64) -> Event {
         sku: sku(s),
         warehouse: wh(warehouse),
         quantity,
+        reference: None,
         at: at(NOW - HOUR),
     })
     .into()

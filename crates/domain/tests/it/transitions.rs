@@ -90,6 +90,8 @@ fn history(status: OrderStatus) -> Vec<Event> {
             h.push(
                 OrderEvent::Shipped(OrderShipped {
                     order_id: id,
+                    carrier: "DHL".into(),
+                    tracking: "JD014600006281".into(),
                     at: at(NOW - 1),
                 })
                 .into(),
@@ -132,7 +134,12 @@ fn command(action: OrderAction) -> Command {
         }
         .into(),
         OrderAction::Expire => ExpireOrder { order_id: id }.into(),
-        OrderAction::Ship => ShipOrder { order_id: id }.into(),
+        OrderAction::Ship => ShipOrder {
+            order_id: id,
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
+        }
+        .into(),
         OrderAction::Refund => RefundOrder {
             order_id: id,
             amount: total(),

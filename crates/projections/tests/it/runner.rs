@@ -272,6 +272,7 @@ async fn a_runner_catching_up_applies_large_batches() {
                     warehouse: WarehouseId::parse(if i % 2 == 0 { "berlin" } else { "paris" })
                         .unwrap(),
                     quantity: 1,
+                    reference: None,
                     at: Timestamp::from_micros(1_800_000_000_000_000),
                 }));
                 EventData {

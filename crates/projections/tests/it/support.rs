@@ -142,6 +142,7 @@ impl World {
             sku: sku.into(),
             warehouse: warehouse.into(),
             quantity,
+            reference: None,
         })
         .await
     }
@@ -247,7 +248,13 @@ pub async fn scenario(world: &mut World) -> BTreeMap<&'static str, OrderId> {
     let mut orders = BTreeMap::new();
     let (shipped, _) = world.place("alice", &[("HP-100", 2), ("CAB-USB", 3)]).await;
     world.pay(shipped, 2 * 12_999 + 3 * 999).await;
-    world.exec(ShipOrder { order_id: shipped }).await;
+    world
+        .exec(ShipOrder {
+            order_id: shipped,
+            carrier: "DHL".into(),
+            tracking: "JD014600006281".into(),
+        })
+        .await;
     orders.insert("shipped", shipped);
 
     let (cancelled, _) = world.place("alice", &[("SPK-1", 1)]).await;

@@ -56,8 +56,6 @@ pub fn routes() -> ApiRouter {
 /// The longest order reservation a client may ask for, in seconds (the domain's 7 days).
 pub const RESERVATION_TTL_SECONDS_MAX: u64 =
     (emporium_domain::limits::RESERVATION_TTL_MAX_MICROS / 1_000_000) as u64;
-const CARRIER_LEN_MAX: usize = 64;
-const TRACKING_LEN_MAX: usize = 128;
 
 /// The command id of an idempotent request: unique per (API key, Idempotency-Key), and of a
 /// bounded length whatever the key's.
@@ -177,22 +175,6 @@ fn invalid(errors: Vec<FieldError>) -> ApiError {
             .collect::<Vec<_>>()
             .join("; "),
         errors,
-    }
-}
-
-fn check_label(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
-    if value.is_empty() {
-        errors.push(FieldError::new(field, "must not be empty"));
-    } else if value.chars().count() > max {
-        errors.push(FieldError::new(
-            field,
-            format!("longer than {max} characters"),
-        ));
-    } else if value.chars().any(char::is_control) || value.trim() != value {
-        errors.push(FieldError::new(
-            field,
-            "contains control characters or surrounding spaces",
-        ));
     }
 }
 
@@ -425,17 +407,11 @@ async fn receive_stock(
         idempotency.as_ref(),
         request_id.as_deref(),
     )?;
-    if let Some(reference) = &body.reference {
-        let mut errors = Vec::new();
-        check_label(&mut errors, "reference", reference, TRACKING_LEN_MAX);
-        if !errors.is_empty() {
-            return Err(invalid(errors));
-        }
-    }
     let command = Command::from(ReceiveStock {
         sku,
         warehouse: body.warehouse,
         quantity: body.quantity,
+        reference: body.reference.clone(),
     });
     let outcome = caller.run(command, FieldNames(&[])).await?;
     let mut stock = stock_answer(&outcome)?;
@@ -770,14 +746,10 @@ async fn ship_order(
         idempotency.as_ref(),
         request_id.as_deref(),
     )?;
-    let mut errors = Vec::new();
-    check_label(&mut errors, "carrier", &body.carrier, CARRIER_LEN_MAX);
-    check_label(&mut errors, "tracking", &body.tracking, TRACKING_LEN_MAX);
-    if !errors.is_empty() {
-        return Err(invalid(errors));
-    }
     let command = Command::from(ShipOrder {
         order_id: OrderId::from_uuid(id),
+        carrier: body.carrier.clone(),
+        tracking: body.tracking.clone(),
     });
     let outcome = caller.run(command, FieldNames(&[])).await?;
     let mut order = order_answer(&outcome)?;
