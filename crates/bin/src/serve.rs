@@ -2,6 +2,7 @@
 //! SIGINT or SIGTERM; then in-flight requests finish and the stores close.
 
 use anyhow::Context;
+use emporium_api::demo::{DemoConfig, seed};
 use emporium_api::http::{init_tracing, shutdown_signal};
 use emporium_api::node::{Node, NodeConfig};
 
@@ -26,7 +27,7 @@ pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
     if args.demo {
-        tracing::warn!("--demo is not available in serve yet: seed with `emporium demo seed`");
+        seed_demo(&node, args, store.database_url.is_none()).await?;
     }
 
     println!(
@@ -37,7 +38,7 @@ pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
         Some(key) => println!(
             "\nFirst start: an admin API key was created. It is shown only this once:\n\n    \
              {secret}\n\nSend it with every /v1 request:\n\n    \
-             curl -H 'Authorization: Bearer {secret}' http://{addr}/v1/...\n\n\
+             curl -H 'Authorization: Bearer {secret}' 'http://{addr}/v1/search?q=wireless'\n\n\
              Create keys with fewer scopes with `emporium keys create --name NAME --scopes \
              commands,read`.\n",
             secret = key.secret,
@@ -51,5 +52,42 @@ pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     println!("Emporium stopped.");
+    Ok(())
+}
+
+/// `serve --demo`: on an empty store, seed a deterministic demo catalog, stock and order history
+/// through the command path before serving, so that a newcomer has data to search at once. A
+/// store that already has events is left alone (the demo never mixes into real data).
+async fn seed_demo(node: &Node, args: &ServeArgs, only_writer: bool) -> anyhow::Result<()> {
+    let head = node
+        .event_store
+        .head()
+        .await
+        .context("reading the store's head")?;
+    if head > 0 {
+        println!("--demo: the store already holds {head} events; not seeding.");
+        return Ok(());
+    }
+    let config = DemoConfig {
+        products: args.demo_products,
+        orders: args.demo_products.saturating_mul(2),
+        only_writer,
+        ..DemoConfig::default()
+    };
+    println!(
+        "--demo: seeding {} products and {} orders (deterministic, seed {})...",
+        config.products, config.orders, config.seed
+    );
+    let started = std::time::Instant::now();
+    let summary = seed(std::sync::Arc::clone(&node.event_store), &config, &|_| {})
+        .await
+        .context("seeding the demo data")?;
+    println!(
+        "--demo: {} products, {} orders placed, {} events in {:.1} s.",
+        summary.products,
+        summary.orders_placed,
+        summary.head,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
