@@ -26,6 +26,8 @@ pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // Before anything announces the server: a SIGTERM from now on is a graceful shutdown.
+    let shutdown = shutdown_signal();
     if args.demo {
         seed_demo(&node, args, store.database_url.is_none()).await?;
     }
@@ -48,7 +50,7 @@ pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
              create`, or set EMPORIUM_BOOTSTRAP_KEY)."
         ),
     }
-    node.serve(listener, shutdown_signal())
+    node.serve(listener, shutdown)
         .await
         .context("serving HTTP")?;
     println!("Emporium stopped.");

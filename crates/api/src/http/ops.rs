@@ -269,33 +269,47 @@ pub async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     metrics::render_response(&state.metrics)
 }
 
-/// Resolves on ctrl-c or SIGTERM: pass to [`super::serve`].
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves on ctrl-c (SIGINT) or SIGTERM: pass to [`super::serve`].
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// signal that arrives between start-up and the server's first poll (a supervisor stopping a
+/// node that has just said it listens) must still shut down gracefully instead of killing the
+/// process with the default action. Call it before announcing that the server is up.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let wait = |installed: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+            match installed {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for {name}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            () = wait(interrupt, "SIGINT") => {}
+            () = wait(terminate, "SIGTERM") => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    }
+}
+
+/// Resolves on ctrl-c: pass to [`super::serve`].
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for ctrl-c");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        tracing::info!("shutting down: finishing in-flight requests");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 /// Installs the process's tracing subscriber: `RUST_LOG` (default `info`), human-readable or

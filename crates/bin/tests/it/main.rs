@@ -8,6 +8,7 @@
 //! - `projections`: status and an offline rebuild of every projection.
 //! - `tail`: follows the log and prints JSON lines.
 //! - `errors`: one clear line and a non-zero exit.
+//! - `serve`: `serve --demo` seeds an empty store once, answers searches, stops on SIGTERM.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,6 +17,7 @@ mod export;
 mod keys;
 mod projections;
 mod replay;
+mod serve;
 mod support;
 mod tail;
 mod verify;
