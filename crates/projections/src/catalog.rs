@@ -17,17 +17,16 @@ use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::ops::Bound;
-use std::path::Path;
 
 use emporium_domain::{Event, ProductEvent, ProductStatus};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ModelConfig, PAGE_LIMIT_MAX, Page, ReadError, ReadModel};
+use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    ModelDb, decode_event, decode_row, encode_row, is_product_stream, storage_error,
+    ModelDb, RedbModel, decode_event, decode_row, encode_row, is_product_stream, storage_error,
 };
 
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
@@ -192,37 +191,31 @@ pub struct Catalog {
     db: ModelDb,
 }
 
-impl ReadModel for Catalog {
+impl RedbModel for Catalog {
     const NAME: &'static str = "catalog";
+    const FILE: &'static str = "catalog.redb";
+    const SCHEMA: u64 = SCHEMA;
 
-    fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError> {
-        let db = ModelDb::open(&dir.join("catalog.redb"), SCHEMA, &config.storage, |txn| {
-            txn.open_table(PRODUCTS)?;
-            txn.open_table(LISTING)?;
-            txn.open_table(CATEGORIES)?;
-            Ok(())
-        })?;
-        Ok(Catalog { db })
+    fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+        txn.open_table(PRODUCTS)?;
+        txn.open_table(LISTING)?;
+        txn.open_table(CATEGORIES)?;
+        Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Position, ProjectionError> {
-        self.db.checkpoint()
+    fn apply_batch(
+        txn: &WriteTransaction,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        apply_batch(txn, events)
     }
 
-    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        self.db
-            .write_batch(last.position, |txn| apply_batch(txn, events))
+    fn from_db(db: ModelDb) -> Self {
+        Catalog { db }
     }
 
-    fn flush(&self) -> Result<(), ProjectionError> {
-        self.db.flush()
-    }
-
-    fn size_bytes(&self) -> u64 {
-        self.db.size_bytes()
+    fn db(&self) -> &ModelDb {
+        &self.db
     }
 }
 

@@ -18,7 +18,6 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::ops::Bound;
-use std::path::Path;
 
 use emporium_domain::{Event, OrderEvent, OrderStatus, PaymentStatus, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
@@ -26,10 +25,11 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{ModelConfig, PAGE_LIMIT_MAX, Page, ReadError, ReadModel};
+use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    ModelDb, decode_event, decode_row, encode_row, is_order_stream, is_stock_stream, storage_error,
+    ModelDb, RedbModel, decode_event, decode_row, encode_row, is_order_stream, is_stock_stream,
+    storage_error,
 };
 
 const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
@@ -175,38 +175,32 @@ pub struct Orders {
     db: ModelDb,
 }
 
-impl ReadModel for Orders {
+impl RedbModel for Orders {
     const NAME: &'static str = "orders";
+    const FILE: &'static str = "orders.redb";
+    const SCHEMA: u64 = SCHEMA;
 
-    fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError> {
-        let db = ModelDb::open(&dir.join("orders.redb"), SCHEMA, &config.storage, |txn| {
-            txn.open_table(ORDERS)?;
-            txn.open_table(CUSTOMER_ORDERS)?;
-            txn.open_table(OPEN_BY_EXPIRY)?;
-            txn.open_table(PENDING_ALLOCATIONS)?;
-            Ok(())
-        })?;
-        Ok(Orders { db })
+    fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+        txn.open_table(ORDERS)?;
+        txn.open_table(CUSTOMER_ORDERS)?;
+        txn.open_table(OPEN_BY_EXPIRY)?;
+        txn.open_table(PENDING_ALLOCATIONS)?;
+        Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Position, ProjectionError> {
-        self.db.checkpoint()
+    fn apply_batch(
+        txn: &WriteTransaction,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        apply_batch(txn, events)
     }
 
-    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        self.db
-            .write_batch(last.position, |txn| apply_batch(txn, events))
+    fn from_db(db: ModelDb) -> Self {
+        Orders { db }
     }
 
-    fn flush(&self) -> Result<(), ProjectionError> {
-        self.db.flush()
-    }
-
-    fn size_bytes(&self) -> u64 {
-        self.db.size_bytes()
+    fn db(&self) -> &ModelDb {
+        &self.db
     }
 }
 

@@ -8,17 +8,16 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::path::Path;
 
 use emporium_domain::{Allocation, Event, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ModelConfig, PAGE_LIMIT_MAX, ReadModel};
+use crate::model::PAGE_LIMIT_MAX;
 use crate::runner::ProjectionError;
 use crate::storage::{
-    ModelDb, decode_event, decode_row, encode_row, is_stock_stream, storage_error,
+    ModelDb, RedbModel, decode_event, decode_row, encode_row, is_stock_stream, storage_error,
 };
 
 const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
@@ -157,36 +156,30 @@ pub struct StockLevels {
     db: ModelDb,
 }
 
-impl ReadModel for StockLevels {
+impl RedbModel for StockLevels {
     const NAME: &'static str = "stock";
+    const FILE: &'static str = "stock.redb";
+    const SCHEMA: u64 = SCHEMA;
 
-    fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError> {
-        let db = ModelDb::open(&dir.join("stock.redb"), SCHEMA, &config.storage, |txn| {
-            txn.open_table(STOCK)?;
-            txn.open_table(WAREHOUSE_SKUS)?;
-            Ok(())
-        })?;
-        Ok(StockLevels { db })
+    fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+        txn.open_table(STOCK)?;
+        txn.open_table(WAREHOUSE_SKUS)?;
+        Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Position, ProjectionError> {
-        self.db.checkpoint()
+    fn apply_batch(
+        txn: &WriteTransaction,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        apply_batch(txn, events)
     }
 
-    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let Some(last) = events.last() else {
-            return Ok(());
-        };
-        self.db
-            .write_batch(last.position, |txn| apply_batch(txn, events))
+    fn from_db(db: ModelDb) -> Self {
+        StockLevels { db }
     }
 
-    fn flush(&self) -> Result<(), ProjectionError> {
-        self.db.flush()
-    }
-
-    fn size_bytes(&self) -> u64 {
-        self.db.size_bytes()
+    fn db(&self) -> &ModelDb {
+        &self.db
     }
 }
 

@@ -261,3 +261,59 @@ pub(crate) fn dir_size_bytes(dir: &Path) -> u64 {
         })
         .sum()
 }
+
+/// A read model kept in one redb file: it names its file and schema, creates its tables and folds
+/// a batch inside a write transaction. Opening, the checkpoint written with each batch, flushing
+/// and sizes are the same for every such model, so [`crate::model::ReadModel`] is implemented once
+/// for all of them.
+pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
+    const NAME: &'static str;
+    /// The file name inside the model's generation directory.
+    const FILE: &'static str;
+    /// Bump when the stored rows change: an older file is rebuilt from the log.
+    const SCHEMA: u64;
+
+    fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError>;
+
+    /// Folds `events` into the tables (the caller writes the checkpoint in the same transaction).
+    fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent])
+    -> Result<(), ProjectionError>;
+
+    fn from_db(db: ModelDb) -> Self;
+
+    fn db(&self) -> &ModelDb;
+}
+
+impl<M: RedbModel> crate::model::ReadModel for M {
+    const NAME: &'static str = M::NAME;
+
+    fn open(dir: &Path, config: &crate::model::ModelConfig) -> Result<Self, ProjectionError> {
+        let db = ModelDb::open(
+            &dir.join(M::FILE),
+            M::SCHEMA,
+            &config.storage,
+            M::create_tables,
+        )?;
+        Ok(M::from_db(db))
+    }
+
+    fn checkpoint(&self) -> Result<Position, ProjectionError> {
+        self.db().checkpoint()
+    }
+
+    fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.db()
+            .write_batch(last.position, |txn| M::apply_batch(txn, events))
+    }
+
+    fn flush(&self) -> Result<(), ProjectionError> {
+        self.db().flush()
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.db().size_bytes()
+    }
+}
