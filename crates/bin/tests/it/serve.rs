@@ -16,7 +16,19 @@ fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String 
     panic!("the server's output ended before a line with {needle:?}");
 }
 
-fn start(dir: &std::path::Path) -> (Child, Lines<BufReader<ChildStdout>>) {
+/// The server process; killed if the test fails before stopping it.
+struct Server(Option<Child>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start(dir: &std::path::Path) -> (Server, Lines<BufReader<ChildStdout>>) {
     let mut child = emporium(dir)
         .args([
             "serve",
@@ -31,11 +43,12 @@ fn start(dir: &std::path::Path) -> (Child, Lines<BufReader<ChildStdout>>) {
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+    (Server(Some(child)), lines)
 }
 
 /// SIGTERM, then the graceful shutdown must end the process successfully.
-fn stop(mut child: Child) {
+fn stop(mut server: Server) {
+    let mut child = server.0.take().unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
