@@ -34,6 +34,7 @@
 //! }
 //! ```
 
+pub mod admin;
 pub mod auth;
 pub mod commands;
 pub mod events;
@@ -206,8 +207,7 @@ impl RouteSet {
             commands: ApiRouter::new().merge(commands::routes()),
             queries: ApiRouter::new().merge(queries::routes()),
             events: ApiRouter::new().merge(events::routes()),
-            // Issue 6: projection rebuilds, keys.
-            admin: ApiRouter::new(),
+            admin: ApiRouter::new().merge(admin::routes()),
         }
     }
 }

@@ -19,6 +19,7 @@
 // Tests may unwrap (clippy.toml allows it in #[test] functions; the helpers here are tests too).
 #![allow(clippy::unwrap_used)]
 
+mod admin_http;
 mod api_store;
 mod auth;
 mod command_http;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use emporium_projections::{ProjectionName, ProjectionSet, ProjectionSetConfig, RebuildPhase};
+use serde::Deserialize;
 
 use super::{OpenStore, open_event_store, progress};
 use crate::cli::{ProjectionsCommand, RebuildArgs, StoreArgs};
@@ -73,12 +74,8 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
             format!("no projection named {name:?} (catalog, stock, orders or search)")
         })?]
     };
-    if args.server.is_some() {
-        anyhow::bail!(
-            "rebuilding through a running server is not available yet (the server has no admin \
-             rebuild endpoint); stop the server and run `emporium projections rebuild` on its \
-             data directory"
-        );
+    if let Some(server) = &args.server {
+        return rebuild_on_server(server, args.api_key.as_deref(), &names).await;
     }
     let (store, set) = open_set(store_args).await?;
     let mut outcome = Ok(());
@@ -132,6 +129,149 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
     }
     close(store, set).await;
     outcome
+}
+
+/// A rebuild's progress as `GET /v1/admin/projections` and the rebuild endpoint answer it.
+#[derive(Debug, Deserialize)]
+struct RemoteRebuild {
+    name: String,
+    generation: u64,
+    phase: String,
+    events_applied: u64,
+    position: u64,
+    head: u64,
+    events_per_second: f64,
+    elapsed_ms: u64,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoteRebuilds {
+    rebuilds: Vec<RemoteRebuild>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoteStatus {
+    name: String,
+    rebuild: Option<RemoteRebuild>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoteProjections {
+    projections: Vec<RemoteStatus>,
+}
+
+/// Rebuilds `names` one after the other through a running server's admin endpoints, polling
+/// `GET /v1/admin/projections` for the progress.
+async fn rebuild_on_server(
+    server: &str,
+    api_key: Option<&str>,
+    names: &[ProjectionName],
+) -> anyhow::Result<()> {
+    let api_key =
+        api_key.context("--server needs --api-key (or EMPORIUM_API_KEY) with scope admin")?;
+    let base = server.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    for &name in names {
+        let started: RemoteRebuilds = send_json(
+            client
+                .post(format!("{base}/v1/admin/projections/{name}/rebuild"))
+                .bearer_auth(api_key),
+            server,
+        )
+        .await?;
+        let generation = started
+            .rebuilds
+            .iter()
+            .find(|r| r.name == name.as_str())
+            .map(|r| r.generation)
+            .with_context(|| format!("{server} did not start a rebuild of {name}"))?;
+        let bar = progress(Some(1), name.as_str());
+        let done = loop {
+            let status: anyhow::Result<RemoteProjections> = send_json(
+                client
+                    .get(format!("{base}/v1/admin/projections"))
+                    .bearer_auth(api_key),
+                server,
+            )
+            .await;
+            let status = match status {
+                Ok(status) => status,
+                Err(error) => {
+                    bar.finish_and_clear();
+                    return Err(error);
+                }
+            };
+            let rebuild = status
+                .projections
+                .into_iter()
+                .find(|p| p.name == name.as_str())
+                .and_then(|p| p.rebuild)
+                .filter(|r| r.generation >= generation);
+            let Some(rebuild) = rebuild else {
+                bar.finish_and_clear();
+                anyhow::bail!("{server} no longer reports the rebuild of {name}");
+            };
+            bar.set_length(rebuild.head.max(1));
+            bar.set_position(rebuild.position);
+            if rebuild.phase != "running" {
+                break rebuild;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = tokio::signal::ctrl_c() => {
+                    bar.finish_and_clear();
+                    anyhow::bail!(
+                        "interrupted: the rebuild of {name} goes on on {server} (poll `GET \
+                         /v1/admin/projections`)"
+                    );
+                }
+            }
+        };
+        bar.finish_and_clear();
+        if done.phase != "swapped" {
+            anyhow::bail!(
+                "the rebuild of {name} on {server} {}{}",
+                if done.phase == "cancelled" {
+                    "was cancelled"
+                } else {
+                    "failed"
+                },
+                done.error.map(|e| format!(": {e}")).unwrap_or_default()
+            );
+        }
+        println!(
+            "Rebuilt {name} on {server}: generation {}, {} events in {:.1} s ({:.0} events/s).",
+            done.generation,
+            done.events_applied,
+            done.elapsed_ms as f64 / 1000.0,
+            done.events_per_second
+        );
+    }
+    Ok(())
+}
+
+/// Sends `request`, and decodes a 2xx JSON answer; any other answer is a one-line error.
+async fn send_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    server: &str,
+) -> anyhow::Result<T> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of {server}"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{server} answered {status}: {}",
+            super::problem_detail(&body)
+        );
+    }
+    serde_json::from_str(&body).with_context(|| format!("{server} answered unexpected JSON"))
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -6,7 +6,7 @@ use std::process::{Child, ChildStdout, Stdio};
 use crate::support::emporium;
 
 /// Reads stdout lines until one contains `needle`; returns it.
-fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String {
+pub fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String {
     for line in lines.by_ref() {
         let line = line.unwrap();
         if line.contains(needle) {
@@ -17,7 +17,7 @@ fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String 
 }
 
 /// The server process; killed if the test fails before stopping it.
-struct Server(Option<Child>);
+pub struct Server(Option<Child>);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &std::path::Path) -> (Server, Lines<BufReader<ChildStdout>>) {
+pub fn start(dir: &std::path::Path) -> (Server, Lines<BufReader<ChildStdout>>) {
     let mut child = emporium(dir)
         .args([
             "serve",
@@ -47,7 +47,7 @@ fn start(dir: &std::path::Path) -> (Server, Lines<BufReader<ChildStdout>>) {
 }
 
 /// SIGTERM, then the graceful shutdown must end the process successfully.
-fn stop(mut server: Server) {
+pub fn stop(mut server: Server) {
     let mut child = server.0.take().unwrap();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -57,14 +57,12 @@ fn stop(mut server: Server) {
     assert!(child.wait().unwrap().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_demo_seeds_an_empty_store_once_and_answers_searches() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("data");
-    let (child, mut lines) = start(&dir);
-
-    let seeded = line_with(&mut lines, "--demo: 60 products");
+/// Starts `serve --demo` on a fresh directory; returns the server, its URL, its admin key and
+/// the store's head after the seed.
+pub fn demo_server(dir: &std::path::Path) -> (Server, String, String, u64) {
+    let (server, mut lines) = start(dir);
     // "--demo: 60 products, 120 orders placed, 933 events in 0.3 s."
+    let seeded = line_with(&mut lines, "--demo: 60 products");
     let head: u64 = seeded
         .split(" events in")
         .next()
@@ -77,8 +75,17 @@ async fn serve_demo_seeds_an_empty_store_once_and_answers_searches() {
         .find(|w| w.starts_with("http://"))
         .unwrap()
         .to_owned();
-    let key_line = line_with(&mut lines, "emp_");
-    let key = key_line.trim().to_owned();
+    let key = line_with(&mut lines, "emp_").trim().to_owned();
+    // The rest of the output is not read; keep the pipe drained so that the server never blocks.
+    std::thread::spawn(move || lines.for_each(drop));
+    (server, base, key, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_demo_seeds_an_empty_store_once_and_answers_searches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let (child, base, key, head) = demo_server(&dir);
 
     let client = reqwest::Client::new();
     let get = |path: String| {
