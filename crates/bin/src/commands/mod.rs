@@ -7,6 +7,7 @@ mod projections;
 mod replay;
 mod tail;
 mod verify;
+mod verify_projections;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

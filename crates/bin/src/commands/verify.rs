@@ -11,6 +11,9 @@
 //!   and released or shipped once, a product is created once before anything else happens to it,
 //!   an order follows its state machine and never refunds more than it captured.
 //!
+//! - **Projections**, when the data directory has them: each read model compared with a fresh
+//!   fold of the log (`verify_projections`); skipped when the log itself has findings.
+//!
 //! Exits non-zero (one line on stderr) after printing the report when anything is found.
 
 use std::collections::HashMap;
@@ -35,7 +38,8 @@ const PAGE_EVENTS: usize = 8192;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
-    /// `damaged-frame`, `position`, `version`, `decode`, `wrong-stream`, `invariant`.
+    /// `damaged-frame`, `position`, `version`, `decode`, `wrong-stream`, `invariant`,
+    /// `projection`.
     pub kind: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +62,8 @@ pub struct Report {
     pub last_position: u64,
     /// A torn write at the end of the log (truncated at the next open; not a finding).
     pub torn_tail: Option<String>,
+    /// `ok`, `differs`, or why the comparison was skipped.
+    pub projections: String,
     pub findings_total: u64,
     pub findings: Vec<Finding>,
 }
@@ -414,6 +420,25 @@ pub async fn run(store_args: &StoreArgs, args: VerifyArgs) -> anyhow::Result<()>
         checker.findings = damaged;
     }
     bar.finish_and_clear();
+    report.projections = if checker.findings_total > 0 {
+        "skipped (the log has findings)".to_owned()
+    } else if !super::verify_projections::has_projections(&store_args.data_dir) {
+        "skipped (no projections)".to_owned()
+    } else {
+        let store = open_event_store(store_args, false).await?;
+        let compared =
+            super::verify_projections::compare(store.shared(), &store_args.data_dir).await;
+        store.close().await;
+        let differences = compared.context("comparing the projections with a fresh fold")?;
+        if differences.is_empty() {
+            "ok".to_owned()
+        } else {
+            for difference in differences {
+                checker.find("projection", None, difference.message);
+            }
+            "differs".to_owned()
+        }
+    };
     report.events = checker.events;
     report.streams = checker.versions.len() as u64;
     report.last_position = checker.last_position;
@@ -467,9 +492,12 @@ fn print_text(report: &Report) {
             &["decode", "wrong-stream"][..],
         ),
         ("domain invariants", &["invariant"][..]),
+        ("projections match a fresh fold", &["projection"][..]),
     ] {
         let n: usize = kinds.iter().map(|k| count(k)).sum();
-        if n == 0 {
+        if kinds == ["projection"] && report.projections.starts_with("skipped") {
+            println!("  --    projections: {}", report.projections);
+        } else if n == 0 {
             println!("  ok    {label}");
         } else {
             println!("  FAIL  {label}: {n}");

@@ -3,9 +3,11 @@
 //!
 //! - `export`: JSONL, CSV and Parquet read back (Parquet with the `parquet` crate).
 //! - `replay`: as of a version and a time.
-//! - `verify`: a good store, and a store with a flipped byte in the middle of a segment.
+//! - `verify`: a good store, a store with a flipped byte in the middle of a segment, projections
+//!   compared with a fresh fold (a wrong row, a file that does not open).
 //! - `keys`: create, list, revoke; `migrate` without a URL.
-//! - `projections`: status and an offline rebuild of every projection.
+//! - `projections`: status, an offline rebuild, and an online one through a running server while
+//!   a client keeps querying.
 //! - `tail`: follows the log and prints JSON lines.
 //! - `errors`: one clear line and a non-zero exit.
 //! - `serve`: `serve --demo` seeds an empty store once, answers searches, stops on SIGTERM.

@@ -52,3 +52,110 @@ fn a_flipped_byte_mid_log_is_reported_with_file_and_offset() {
     assert!(!output.status.success());
     assert!(stderr.contains("corrupt event log"), "{stderr}");
 }
+
+/// A seeded copy whose projections exist (`projections status` opens and folds them).
+fn with_projections() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, dir) = seeded_copy();
+    ok(&dir, &["projections", "status"]);
+    (tmp, dir)
+}
+
+#[test]
+fn projections_are_compared_with_a_fresh_fold() {
+    let (_tmp, dir) = with_projections();
+    let out = ok(&dir, &["verify"]);
+    assert!(
+        out.contains("ok    projections match a fresh fold"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&dir, &["verify", "--json"])).unwrap();
+    assert_eq!(json["projections"], "ok", "{json}");
+
+    // Without projections, the comparison is skipped (and says so).
+    let (_tmp, bare) = seeded_copy();
+    std::fs::remove_dir_all(bare.join("projections")).ok();
+    let out = ok(&bare, &["verify"]);
+    assert!(
+        out.contains("projections: skipped (no projections)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_projection_row_that_no_fold_produces_is_reported() {
+    use emporium_domain::product::{ProductDiscontinued, ProductEvent};
+    use emporium_domain::{Event, ProductStatus, Sku, Timestamp};
+    use emporium_projections::{Catalog, ModelConfig, ReadModel};
+
+    let (_tmp, dir) = with_projections();
+    // Written through the storage API: one product discontinued that the log keeps active.
+    let slot = dir.join("projections/catalog");
+    let generation = std::fs::read_to_string(slot.join("CURRENT")).unwrap();
+    let catalog = Catalog::open(&slot.join(generation.trim()), &ModelConfig::default()).unwrap();
+    let sku = catalog
+        .all()
+        .unwrap()
+        .into_iter()
+        .find(|row| row.status == ProductStatus::Active)
+        .unwrap()
+        .sku;
+    let event = Event::Product(ProductEvent::Discontinued(ProductDiscontinued {
+        sku: Sku::parse(&sku).unwrap(),
+        at: Timestamp::from_micros(1_800_000_000_000_000),
+    }));
+    let position = catalog.checkpoint().unwrap() + 1;
+    catalog
+        .apply(&[emporium_eventstore::RecordedEvent {
+            position,
+            stream: format!("product-{sku}"),
+            version: 1_000,
+            event_id: uuid::Uuid::from_u128(7),
+            event_type: event.event_type().to_owned(),
+            payload: event.encode().unwrap().into(),
+            metadata: Default::default(),
+        }])
+        .unwrap();
+    catalog.flush().unwrap();
+    drop(catalog);
+
+    let output = run(&dir, &["verify", "--json"]);
+    assert!(!output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["projections"], "differs", "{report}");
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["kind"], "projection");
+    let message = findings[0]["message"].as_str().unwrap();
+    assert!(message.starts_with("catalog: 1 row differs"), "{message}");
+    assert!(message.contains(&sku), "{message}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("catalog: 1 row differs"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn a_projection_file_that_does_not_open_is_reported() {
+    let (_tmp, dir) = with_projections();
+    let slot = dir.join("projections/stock");
+    let generation = std::fs::read_to_string(slot.join("CURRENT")).unwrap();
+    for entry in std::fs::read_dir(slot.join(generation.trim())).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::write(&path, vec![0xA5; 4096]).unwrap();
+        }
+    }
+    let output = run(&dir, &["verify"]);
+    assert!(!output.status.success());
+    let out = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        out.contains("FAIL  projections match a fresh fold: 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "stock: generation {} does not open",
+            generation.trim()
+        )),
+        "{out}"
+    );
+}
