@@ -249,6 +249,11 @@ impl Node {
             .expirer
             .clone()
             .map(|config| expirer::spawn(self.queries.clone(), self.commands.clone(), config));
+        let state = self.state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            state.begin_shutdown();
+        };
         let served = crate::http::serve(listener, self.router(), shutdown).await;
         maintenance.abort();
         if let Some(expiry) = expiry {

@@ -237,8 +237,9 @@ async fn stream_events(
         None => store.head().await.map_err(store_error)?,
     };
     let subscription = store.subscribe(after, filter).await.map_err(store_error)?;
-    Ok(Sse::new(sse_messages(subscription))
-        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE).text("keep-alive")))
+    // The stream ends when the server shuts down (a graceful shutdown waits for open responses).
+    let messages = sse_messages(subscription).take_until(state.shutting_down());
+    Ok(Sse::new(messages).keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE).text("keep-alive")))
 }
 
 /// The subscription's batches as SSE messages. The subscription is pulled only as fast as the

@@ -120,6 +120,9 @@ pub struct AppState {
     pub event_store: Option<Arc<dyn emporium_eventstore::EventStore>>,
     /// The read side, for the `queries` routes; they answer 503 without it.
     pub queries: Option<crate::queries::QueryService>,
+    /// Set to `true` when the server begins its graceful shutdown: endless responses (the SSE
+    /// stream) end on it, so that the shutdown does not wait for them.
+    pub shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -136,6 +139,21 @@ impl AppState {
             commands: None,
             queries: None,
             event_store: None,
+            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Tells the endless responses to end (see [`AppState::shutdown`]).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::begin_shutdown`] has been called.
+    pub fn shutting_down(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut receiver = self.shutdown.subscribe();
+        async move {
+            // An error means the sender is gone: the server is gone too.
+            let _ = receiver.wait_for(|down| *down).await;
         }
     }
 

@@ -169,3 +169,27 @@ async fn the_sse_stream_sends_events_after_a_position_with_their_ids() {
     drop(response);
     server.shutdown().await;
 }
+
+/// An open SSE stream does not hold up the graceful shutdown: the stream ends, the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_ends_open_sse_streams() {
+    let server = TestServer::embedded().await;
+    let mut response = reqwest::Client::new()
+        .get(server.url("/v1/events/stream"))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The stream stays open (held here) while the server shuts down. The timeout only turns a
+    // hang into a failure.
+    tokio::time::timeout(Duration::from_secs(60), server.shutdown())
+        .await
+        .expect("the shutdown completes while an SSE stream is open");
+    // What the stream sent before it ended (keep-alives at most), then its end.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(_)) = response.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the SSE stream ends with the server");
+}
