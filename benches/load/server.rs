@@ -109,12 +109,42 @@ pub struct Server {
     child: Child,
     pub pid: String,
     pub addr: SocketAddr,
-    pub key: String,
+    /// The bootstrap key and [`API_KEYS`] more: the clients take them in turn, so that the
+    /// per-key rate limit (10,000 requests/s by default) is not what is measured.
+    pub keys: Vec<String>,
+    next_key: std::sync::atomic::AtomicUsize,
     pub store: Store,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     /// From spawning the process to `GET /ready` answering 200.
     pub started_in: Duration,
+}
+
+/// API keys created for a run besides the bootstrap key.
+pub const API_KEYS: usize = 8;
+
+/// Creates `n` keys with every scope through `emporium keys create --json` (before the server
+/// starts: the embedded API store is locked by a running server).
+fn create_keys(bin: &Path, data_dir: &Path, database_url: Option<&str>, n: usize) -> Vec<String> {
+    let mut keys = Vec::new();
+    for i in 0..n {
+        let output = cli(bin, data_dir, database_url)
+            .args(["keys", "create", "--name", &format!("load-{i}")])
+            .args(["--scopes", "commands,read,events,admin", "--json"])
+            .output();
+        let secret = output.ok().filter(|o| o.status.success()).and_then(|o| {
+            let json: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+            json["secret"].as_str().map(str::to_owned)
+        });
+        match secret {
+            Some(secret) => keys.push(secret),
+            None => {
+                eprintln!("load: `emporium keys create` failed; using the bootstrap key only");
+                break;
+            }
+        }
+    }
+    keys
 }
 
 /// The key every run uses (`EMPORIUM_BOOTSTRAP_KEY`): every scope.
@@ -128,6 +158,13 @@ impl Server {
         data_dir: &Path,
         database_url: Option<&str>,
     ) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(data_dir)?;
+        if let Some(url) = database_url {
+            // The schema first, so that keys can be created before the server starts.
+            let _ = cli(bin, data_dir, Some(url)).arg("migrate").output();
+        }
+        let mut keys = vec![LOAD_KEY.to_owned()];
+        keys.extend(create_keys(bin, data_dir, database_url, API_KEYS));
         let t0 = Instant::now();
         let mut command = Command::new(bin);
         command.arg("--data-dir").arg(data_dir);
@@ -182,7 +219,8 @@ impl Server {
             child,
             pid,
             addr,
-            key: LOAD_KEY.to_owned(),
+            keys,
+            next_key: std::sync::atomic::AtomicUsize::new(0),
             store,
             data_dir: data_dir.to_owned(),
             database_url: database_url.map(str::to_owned),
@@ -191,7 +229,10 @@ impl Server {
     }
 
     pub fn conn(&self) -> anyhow::Result<Conn> {
-        Conn::new(self.addr, &self.key)
+        let i = self
+            .next_key
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Conn::new(self.addr, &self.keys[i % self.keys.len()])
     }
 
     pub fn rss_mib(&self) -> Option<f64> {
