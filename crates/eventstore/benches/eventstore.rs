@@ -127,32 +127,50 @@ fn embedded_appends(c: &mut Criterion) {
 }
 
 fn embedded_reads(c: &mut Criterion) {
-    const EVENTS: u64 = 1_000_000;
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    // 1M events: 250k four-event batches over 64 appenders.
-    let fill = rt.block_on(append_round(&store, EVENTS / 4, 64, 4, 1));
-    eprintln!(
-        "filled {EVENTS} events in {:.2} s ({:.0} events/s)",
-        fill.as_secs_f64(),
-        EVENTS as f64 / fill.as_secs_f64()
-    );
+    fill_1m(&rt, &store);
     rt.block_on(store.close());
     let open_start = Instant::now();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     eprintln!(
-        "opened a {EVENTS}-event log in {:.3} s",
+        "opened a {READ_LOG_EVENTS}-event log in {:.3} s",
         open_start.elapsed().as_secs_f64()
     );
+    read_benches(c, "embedded_read", &rt, &store);
+    rt.block_on(store.close());
+}
 
-    let mut group = c.benchmark_group("embedded_read");
+/// The size of the log the read benches run on.
+const READ_LOG_EVENTS: u64 = 1_000_000;
+
+/// 1M events: 250k four-event batches over 64 appenders.
+fn fill_1m<S: EventStore + Clone>(rt: &tokio::runtime::Runtime, store: &S) {
+    let fill = rt.block_on(append_round(store, READ_LOG_EVENTS / 4, 64, 4, 1));
+    eprintln!(
+        "filled {READ_LOG_EVENTS} events in {:.2} s ({:.0} events/s)",
+        fill.as_secs_f64(),
+        READ_LOG_EVENTS as f64 / fill.as_secs_f64()
+    );
+}
+
+/// Read-all throughput and stream-read latency on a filled 1M-event log, for either backend.
+fn read_benches<S: EventStore>(
+    c: &mut Criterion,
+    group_name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: &S,
+) {
+    let mut group = c.benchmark_group(group_name);
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(4));
-    group.throughput(Throughput::Elements(EVENTS));
+    // The whole log (the PostgreSQL one also holds what the append benches wrote).
+    let events = rt.block_on(store.head()).unwrap();
+    group.throughput(Throughput::Elements(events));
     group.bench_function("read_all_1M", |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             let mut after = 0;
             let filter = ReadFilter::default();
             loop {
@@ -165,7 +183,7 @@ fn embedded_reads(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let hot = "stock-1";
     group.bench_function("read_stream_latest_10_of_1M_log", |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             let version = store.stream_version(hot).await.unwrap().unwrap();
             let events = store
                 .read_stream(hot, version.saturating_sub(9), 10)
@@ -175,13 +193,12 @@ fn embedded_reads(c: &mut Criterion) {
         });
     });
     group.bench_function("read_stream_oldest_10_of_1M_log", |b| {
-        b.to_async(&rt).iter(|| async {
+        b.to_async(rt).iter(|| async {
             let events = store.read_stream(hot, 0, 10).await.unwrap();
             assert_eq!(events.len(), 10);
         });
     });
     group.finish();
-    rt.block_on(store.close());
 }
 
 fn postgres_appends(c: &mut Criterion) {
@@ -231,6 +248,9 @@ fn postgres_appends(c: &mut Criterion) {
         );
     }
     group.finish();
+    let store = (*store).clone();
+    fill_1m(&rt, &store);
+    read_benches(c, "postgres_read", &rt, &store);
     rt.block_on(async {
         store.close().await;
         use sqlx::Connection;
