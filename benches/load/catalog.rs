@@ -332,7 +332,8 @@ impl SearchQuery {
     }
 }
 
-fn form_encode(pairs: &[(&str, &str)]) -> String {
+/// `k=v&k=v`, values percent-encoded (also used by the freshness trials).
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {

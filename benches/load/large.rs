@@ -11,11 +11,14 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::catalog;
-use crate::report::{Figure, Outcome, append_result, loadavg};
+use crate::report::{Figure, Outcome, Recorder, append_result, loadavg};
 use crate::run::{Plan, Rng, Worker, closed_loop};
 use crate::scenarios::{Opts, fresh_server, seed};
 use crate::server::Server;
-use crate::workers::{Lines, OrderWorker};
+use crate::workers::{GrowWorker, Lines, OrderWorker};
+
+/// Sequential `GET /v1/streams/{stream}?as_of_version=` reads timed per stream.
+const AS_OF_SAMPLES: usize = 200;
 
 /// Events per PlaceOrder of 3 lines: 3 `StockReserved` and 1 `OrderPlaced`.
 const EVENTS_PER_ORDER: u64 = 4;
@@ -56,12 +59,18 @@ fn workers(
         .collect()
 }
 
-pub async fn large(opts: &Opts, events_target: u64) -> anyhow::Result<()> {
-    let products = if opts.quick {
-        50_000
+/// Events of the long stream replayed at the end (`stock-` of SKU 0, grown by receipts).
+fn long_stream_events(opts: &Opts, events_target: u64) -> u64 {
+    if opts.quick {
+        10_000
     } else {
-        opts.search_products
-    };
+        (events_target / 100).clamp(1_000, 100_000)
+    }
+}
+
+/// `products`: the catalog (default 1M; quick 50,000); `events_target`: the log at the end.
+pub async fn large(opts: &Opts, products: Option<u64>, events_target: u64) -> anyhow::Result<()> {
+    let products = products.unwrap_or(if opts.quick { 50_000 } else { 1_000_000 });
     let checkpoints: Vec<u64> = [1_000_000u64, 2_000_000, 5_000_000, 10_000_000]
         .into_iter()
         .map(|c| c * events_target / 10_000_000)
@@ -143,6 +152,35 @@ pub async fn large(opts: &Opts, events_target: u64) -> anyhow::Result<()> {
             }));
             f.print();
         }
+        // One long stream, for the as-of replays: SKU 0's stock stream grown by receipts.
+        let long_sku = catalog::sku(0);
+        let long_target = long_stream_events(opts, events_target);
+        let grow = Arc::new(AtomicU64::new(long_target));
+        let growers: Vec<GrowWorker> = (0..opts.concurrency)
+            .map(|_| {
+                Ok(GrowWorker {
+                    conn: fresh.server.conn()?,
+                    sku: long_sku.clone(),
+                    remaining: Arc::clone(&grow),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let m = closed_loop(
+            growers,
+            Plan {
+                warmup: Duration::ZERO,
+                duration: Duration::from_secs(24 * 3600),
+            },
+            None,
+            Arc::new(AtomicBool::new(false)),
+        )
+        .await;
+        if m.recorder.error_count() > 0 {
+            bail!("growing the long stream failed: {:?}", m.recorder.errors);
+        }
+        events += m.recorder.ok();
+        // A typical stream: a stock stream the order traffic touched (never SKU 0's).
+        let typical_sku = catalog::sku(products / 2);
         let peak_rss = fresh.server.peak_rss_mib();
         let bin = opts.bin.clone();
         let dir = fresh.server.data_dir.clone();
@@ -155,7 +193,97 @@ pub async fn large(opts: &Opts, events_target: u64) -> anyhow::Result<()> {
         let rss_ready = server.rss_mib();
         tokio::time::sleep(Duration::from_secs(5)).await;
         let rss_after_5s = server.rss_mib();
+        // As-of reads over HTTP on the restarted server: half-way into each stream.
+        let mut conn = server.conn()?;
+        let mut as_of_http = serde_json::Map::new();
+        let mut as_of_args = Vec::new();
+        for (label, sku) in [("typical", &typical_sku), ("long", &long_sku)] {
+            let stream = format!("stock-{sku}");
+            let r = conn
+                .get(&format!("/v1/streams/{stream}"))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let version = r
+                .json()
+                .ok()
+                .and_then(|j| j["version"].as_u64())
+                .unwrap_or(0);
+            if r.status != 200 || version == 0 {
+                bail!("GET /v1/streams/{stream}: {}", r.text());
+            }
+            let as_of = version.div_ceil(2);
+            let path = format!("/v1/streams/{stream}?as_of_version={as_of}");
+            let mut recorder = Recorder::default();
+            for _ in 0..AS_OF_SAMPLES {
+                let t0 = Instant::now();
+                let outcome = match conn.get(&path).await {
+                    Ok(r) if r.status == 200 => {
+                        match r.json().ok().and_then(|j| j["version"].as_u64()) {
+                            Some(v) if v == as_of => Outcome::Ok,
+                            _ => Outcome::Error("verify: version".into(), r.text()),
+                        }
+                    }
+                    Ok(r) => Outcome::Error(r.problem_slug(), r.text()),
+                    Err(e) => Outcome::Error("transport".into(), e),
+                };
+                recorder.record("as_of", t0.elapsed(), outcome);
+            }
+            if recorder.error_count() > 0 {
+                bail!("GET {path}: {:?}", recorder.error_samples);
+            }
+            let h = recorder.all().latency_us;
+            println!(
+                "  GET /v1/streams/{{{label} stream, {version} events}}?as_of_version={as_of}: \
+                 p50 {:.2} ms, p99 {:.2} ms ({AS_OF_SAMPLES} sequential reads)",
+                h.value_at_quantile(0.5) as f64 / 1e3,
+                h.value_at_quantile(0.99) as f64 / 1e3,
+            );
+            as_of_http.insert(
+                label.to_owned(),
+                json!({
+                    "stream": stream,
+                    "stream events": version,
+                    "as_of_version": as_of,
+                    "samples": AS_OF_SAMPLES,
+                    "p50_ms": h.value_at_quantile(0.5) as f64 / 1e3,
+                    "p99_ms": h.value_at_quantile(0.99) as f64 / 1e3,
+                    "max_ms": h.max() as f64 / 1e3,
+                }),
+            );
+            as_of_args.push((label, stream, as_of));
+        }
         server.stop().await?;
+
+        // `emporium replay` with the server stopped: the whole command as an operator sees it
+        // (process start, opening the store, the fold), the best and the median of 3.
+        let mut as_of_cli = serde_json::Map::new();
+        for (label, stream, as_of) in &as_of_args {
+            let mut times = Vec::new();
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                let output = crate::server::cli(&bin, &dir, url.as_deref())
+                    .args(["replay", stream, "--as-of-version", &as_of.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .output()?;
+                if !output.status.success() {
+                    bail!(
+                        "emporium replay {stream} --as-of-version {as_of}: {}",
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    );
+                }
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "  emporium replay {{{label} stream}} --as-of-version {as_of}: best {:.0} ms, median {:.0} ms",
+                times[0], times[1]
+            );
+            as_of_cli.insert(
+                (*label).to_owned(),
+                json!({"stream": stream, "as_of_version": as_of, "best_ms": times[0], "median_ms": times[1]}),
+            );
+        }
 
         // Export and rebuild through the CLI, with the server stopped.
         let du = std::process::Command::new("du")
@@ -223,6 +351,9 @@ pub async fn large(opts: &Opts, events_target: u64) -> anyhow::Result<()> {
             "restart: RSS when ready (MiB)": rss_ready,
             "restart: RSS 5 s later (MiB)": rss_after_5s,
             "cli": cli_rates,
+            "as-of over HTTP": as_of_http,
+            "as-of with emporium replay": as_of_cli,
+            "products": products,
             "loadavg": loadavg(),
         });
         println!("\n== {scenario} | {} | summary\n{record:#}", store.name());

@@ -18,8 +18,10 @@
 
 mod catalog;
 mod client;
+mod freshness;
 mod large;
 mod peers;
+mod render;
 mod report;
 mod run;
 mod scenarios;
@@ -46,9 +48,19 @@ scenarios:
   search          the fixed query set over --products products (default 1000000);
                   peer: PostgreSQL FTS (tsvector A/B + GIN) + pg_trgm
   growth-stream   command latency and RSS as one stream grows 10 -> 1M events; cold restart
-  large           log growth 1M -> 10M events (PlaceOrder rate and RSS at each step), start-up
-                  time and RSS, `projections rebuild --all` and `events export` events/s
-  all             orders, flash1, flash10, mixed, search, growth-stream
+  freshness       while orders saturate the server: a price change and a sell-out, each timed
+                  until GET /v1/search (no min_position) shows it; 50 trials of each
+  large           1M products, the log grown 1M -> 10M events (PlaceOrder p50/p99 and RSS at
+                  each step), start-up time and RSS, `projections rebuild --all` and `events
+                  export` (JSONL, Parquet) events/s, as-of replay (CLI and HTTP) of a typical
+                  and a long stream; ~20 min on the embedded store (seeded through HTTP)
+  all             everything BENCHMARKS.md shows, in this order: orders, flash1, flash10, mixed,
+                  freshness (on --store, default both), growth-stream, search (embedded only
+                  unless --store postgres), large (embedded only unless --store postgres),
+                  then `report --since <start>`. Expected: about 50 min on a quiet 2-core machine
+                  (search ~8 min, large ~20 min, the rest ~20 min); --quick: about 10 min
+  report          prints the markdown tables of BENCHMARKS.md's \"Results\" from
+                  target/load-results.jsonl (the latest run of each scenario); no server
 
 options:
   --quick               small sizes and short windows (each scenario well under a minute per store)
@@ -57,9 +69,12 @@ options:
   --duration SECS       measured window (default 20; quick 5)
   --warmup SECS         warm-up before the window (default 3; quick 1)
   --skus N              SKUs for orders/mixed (default 100000; quick 10000)
-  --products N          products for search (default 1000000; quick 20000)
+  --products N          products for search (default 1000000; quick 20000) and large
+                        (default 1000000; quick 50000)
   --flash-units N       units of each hot SKU (default 100000; quick 20000)
   --events N            log size for large (default 10000000; quick 1000000)
+  --since RFC3339       report: only lines written at or after this time (UTC, e.g.
+                        2026-11-24T19:05:00Z); default: everything in the file
   --stream-max N        growth-stream: the longest stream (default 1000000; quick 10000)
   --pool N              PostgreSQL pool size of the peers (default: --concurrency)
   --no-peers            skip the PostgreSQL peers
@@ -83,6 +98,8 @@ fn main() -> anyhow::Result<()> {
     let mut pool = None;
     let mut peers = true;
     let mut build = true;
+    let mut since = None;
+    let mut store_given = false;
     let mut pg = std::env::var("EMPORIUM_LOAD_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
     let value = |name: &str, args: &mut std::iter::Peekable<std::iter::Skip<std::env::Args>>| {
@@ -95,7 +112,9 @@ fn main() -> anyhow::Result<()> {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
             "--no-build" => build = false,
+            "--since" => since = Some(value("--since", &mut args)?),
             "--store" => {
+                store_given = true;
                 stores = match value("--store", &mut args)?.as_str() {
                     "embedded" => vec![Store::Embedded],
                     "postgres" => vec![Store::Postgres],
@@ -129,13 +148,18 @@ fn main() -> anyhow::Result<()> {
         print!("{USAGE}");
         return Ok(());
     };
+    if scenario == "report" {
+        // No server, no build: only the results file.
+        let since = since.as_deref().map(render::parse_rfc3339).transpose()?;
+        return render::print_report(&report::results_path(), since);
+    }
     if !pg.starts_with("postgres://postgres@127.") && !pg.contains("@localhost") {
         eprintln!("load: note: --pg {pg} (only loopback servers are meant here)");
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work_dir = root.join("target").join("load-data");
     std::fs::create_dir_all(&work_dir)?;
-    let opts = Opts {
+    let mut opts = Opts {
         quick,
         concurrency: concurrency.max(1),
         warmup: Duration::from_secs_f64(warmup.unwrap_or(if quick { 1.0 } else { 3.0 })),
@@ -171,14 +195,38 @@ fn main() -> anyhow::Result<()> {
             "mixed" => scenarios::mixed(&opts).await,
             "search" => scenarios::search(&opts).await,
             "growth-stream" => scenarios::growth_stream(&opts).await,
-            "large" => large::large(&opts, events).await,
+            "freshness" => freshness::freshness(&opts).await,
+            "large" => large::large(&opts, products, events).await,
             "all" => {
-                scenarios::orders(&opts).await?;
-                scenarios::flash(&opts, 1).await?;
-                scenarios::flash(&opts, 10).await?;
-                scenarios::mixed(&opts).await?;
-                scenarios::search(&opts).await?;
-                scenarios::growth_stream(&opts).await
+                let started = report::unix_now();
+                // A failing scenario is reported and the next one runs: one broken scenario
+                // must not cost the rest of a quiet machine's hour.
+                let mut failed = Vec::new();
+                let mut step = |name: &str, result: anyhow::Result<()>| {
+                    if let Err(e) = result {
+                        eprintln!("load: all: {name} FAILED: {e:#}");
+                        failed.push(name.to_owned());
+                    }
+                };
+                step("orders", scenarios::orders(&opts).await);
+                step("flash1", scenarios::flash(&opts, 1).await);
+                step("flash10", scenarios::flash(&opts, 10).await);
+                step("mixed", scenarios::mixed(&opts).await);
+                step("freshness", freshness::freshness(&opts).await);
+                step("growth-stream", scenarios::growth_stream(&opts).await);
+                // Search over 1M products and the large store on the PostgreSQL store take
+                // an hour or more of seeding each: embedded only unless asked for.
+                if !store_given {
+                    opts.stores = vec![Store::Embedded];
+                }
+                step("search", scenarios::search(&opts).await);
+                step("large", large::large(&opts, products, events).await);
+                println!("\n\n# load: all: report (paste into BENCHMARKS.md)\n");
+                render::print_report(&report::results_path(), Some(started))?;
+                if !failed.is_empty() {
+                    bail!("all: failed scenarios: {}", failed.join(", "));
+                }
+                Ok(())
             }
             other => bail!("unknown scenario {other}\n\n{USAGE}"),
         }

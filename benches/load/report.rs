@@ -241,16 +241,33 @@ impl Figure {
             "rss_mib": self.rss_mib,
             "extra": self.extra.iter().cloned().collect::<serde_json::Map<String, Value>>(),
             "loadavg": loadavg(),
-            "unix_time": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
         });
         append_result(&record);
     }
 }
 
+/// When this harness process started (Unix seconds): every line it appends carries it as `run`,
+/// so that `report` can tell which figures were measured in the same run.
+pub fn run_id() -> u64 {
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RUN.get_or_init(unix_now)
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Appends one JSON line to `target/load-results.jsonl` (best effort: a failure is printed).
+/// Every line gets `unix_time` (when it was written) and `run` (see [`run_id`]) if it has none.
 pub fn append_result(record: &Value) {
+    let mut record = record.clone();
+    if let Some(map) = record.as_object_mut() {
+        map.entry("unix_time").or_insert_with(|| json!(unix_now()));
+        map.entry("run").or_insert_with(|| json!(run_id()));
+    }
+    let record = &record;
     let path = results_path();
     let written = std::fs::OpenOptions::new()
         .create(true)

@@ -211,7 +211,7 @@ fn prices(n: u64) -> Arc<Vec<i64>> {
     Arc::new((0..n).map(catalog::price_minor).collect())
 }
 
-fn order_workers(
+pub fn order_workers(
     server: &Server,
     opts: &Opts,
     lines: &Lines,
