@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 use crate::follow::{self, Scan, Source};
@@ -50,6 +50,11 @@ pub struct PostgresConfig {
     pub queue_appends_max: usize,
     /// The most appends grouped into one transaction.
     pub group_appends_max: usize,
+    /// The most group transactions in flight at once, each on its own connection. While one
+    /// group holds the log head's row lock for its insert and commit (one WAL flush), the next
+    /// locks its streams and checks its versions, so the serialized section is only the
+    /// insert + commit. Groups still lock streams and take positions in queue order.
+    pub groups_in_flight_max: usize,
     /// How often a live subscription checks for new events when no notification arrives.
     pub poll_interval: Duration,
     /// The most events a subscription yields in one batch.
@@ -65,6 +70,7 @@ impl PostgresConfig {
             pool_connections_max: 16,
             queue_appends_max: 4096,
             group_appends_max: 512,
+            groups_in_flight_max: 3,
             poll_interval: Duration::from_millis(500),
             subscription_batch_max: 1024,
             migrate: true,
@@ -158,6 +164,7 @@ impl PostgresStore {
             head_tx.clone(),
             rx,
             config.group_appends_max.max(1),
+            config.groups_in_flight_max.max(1),
         ));
         let listener = tokio::spawn(run_listener(pool.clone(), head_tx.clone()));
         Ok(PostgresStore {
@@ -237,10 +244,19 @@ async fn run_writer(
     head_tx: Arc<watch::Sender<Position>>,
     mut rx: mpsc::Receiver<Command>,
     group_appends_max: usize,
+    groups_in_flight_max: usize,
 ) {
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    // The turn the next group waits for: the previous group's stream locks and position range.
+    let mut previous: Option<Turn> = None;
     let mut group: Vec<(AppendRequest, Reply)> = Vec::new();
     let mut close = None;
     while close.is_none() {
+        // A free slot first: while every slot is busy the queue fills up, and the next group is
+        // the whole backlog rather than a trickle.
+        while in_flight.len() >= groups_in_flight_max {
+            let _ = in_flight.join_next().await;
+        }
         let Some(first) = rx.recv().await else { break };
         let mut next = Some(first);
         while let Some(command) = next.take() {
@@ -276,40 +292,16 @@ async fn run_writer(
         if group.is_empty() {
             continue;
         }
-        let requests: Vec<&AppendRequest> = group.iter().map(|(r, _)| r).collect();
-        let answers = match commit_group(&pool, &requests).await {
-            Ok((answers, head)) => {
-                if let Some(head) = head {
-                    advance(&head_tx, head);
-                }
-                answers
-            }
-            Err(e) if requests.len() == 1 => {
-                tracing::warn!(error = %e, "event store transaction failed");
-                vec![Err(StoreError::Database(e.to_string()))]
-            }
-            Err(e) => {
-                // One request may be what failed the group: retry each alone, in order.
-                tracing::warn!(error = %e, appends = group.len(), "event store group failed; retrying one by one");
-                let mut answers = Vec::with_capacity(requests.len());
-                for request in &requests {
-                    answers.push(match commit_group(&pool, &[request]).await {
-                        Ok((mut answer, head)) => {
-                            if let Some(head) = head {
-                                advance(&head_tx, head);
-                            }
-                            answer.pop().unwrap_or(Err(StoreError::Closed))
-                        }
-                        Err(e) => Err(StoreError::Database(e.to_string())),
-                    });
-                }
-                answers
-            }
-        };
-        for ((_, reply), answer) in group.drain(..).zip(answers) {
-            let _ = reply.send(answer);
-        }
+        let (turn, signals) = Turn::next(previous.take());
+        previous = Some(turn);
+        in_flight.spawn(run_group(
+            pool.clone(),
+            head_tx.clone(),
+            std::mem::take(&mut group),
+            signals,
+        ));
     }
+    while in_flight.join_next().await.is_some() {}
     rx.close();
     while let Ok(command) = rx.try_recv() {
         if let Command::Append { reply, .. } = command {
@@ -318,6 +310,94 @@ async fn run_writer(
     }
     if let Some(reply) = close {
         let _ = reply.send(());
+    }
+}
+
+/// What a group waits for before each of its two steps, so that groups in flight together
+/// behave as if they ran one after another: a group locks its streams only after the previous
+/// group holds its own (an append depending on an append of the previous group waits for that
+/// commit, and sees its version, instead of overtaking it), and takes its positions only after
+/// the previous group took its range (positions follow queue order). A signal whose sender is
+/// dropped (the previous group is over, failed or had nothing to write) lets the next one go.
+struct Turn {
+    locked: oneshot::Receiver<()>,
+    sequenced: oneshot::Receiver<()>,
+}
+
+struct Signals {
+    wait: Option<Turn>,
+    locked: Option<oneshot::Sender<()>>,
+    sequenced: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    fn next(wait: Option<Turn>) -> (Turn, Signals) {
+        let (locked_tx, locked) = oneshot::channel();
+        let (sequenced_tx, sequenced) = oneshot::channel();
+        (
+            Turn { locked, sequenced },
+            Signals {
+                wait,
+                locked: Some(locked_tx),
+                sequenced: Some(sequenced_tx),
+            },
+        )
+    }
+}
+
+impl Signals {
+    /// For a request retried alone after its group failed: nothing to wait for or signal.
+    fn none() -> Self {
+        Signals {
+            wait: None,
+            locked: None,
+            sequenced: None,
+        }
+    }
+}
+
+/// Commits one group and answers its appenders.
+async fn run_group(
+    pool: PgPool,
+    head_tx: Arc<watch::Sender<Position>>,
+    group: Vec<(AppendRequest, Reply)>,
+    signals: Signals,
+) {
+    let requests: Vec<&AppendRequest> = group.iter().map(|(r, _)| r).collect();
+    let answers = match commit_group(&pool, &requests, signals).await {
+        Ok((answers, head)) => {
+            if let Some(head) = head {
+                advance(&head_tx, head);
+            }
+            answers
+        }
+        Err(e) if requests.len() == 1 => {
+            tracing::warn!(error = %e, "event store transaction failed");
+            vec![Err(StoreError::Database(e.to_string()))]
+        }
+        Err(e) => {
+            // One request may be what failed the group: retry each alone, in order.
+            tracing::warn!(error = %e, appends = group.len(), "event store group failed; retrying one by one");
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in &requests {
+                answers.push(
+                    match commit_group(&pool, &[request], Signals::none()).await {
+                        Ok((mut answer, head)) => {
+                            if let Some(head) = head {
+                                advance(&head_tx, head);
+                            }
+                            answer.pop().unwrap_or(Err(StoreError::Closed))
+                        }
+                        Err(e) => Err(StoreError::Database(e.to_string())),
+                    },
+                );
+            }
+            answers
+        }
+    };
+    drop(requests);
+    for ((_, reply), answer) in group.into_iter().zip(answers) {
+        let _ = reply.send(answer);
     }
 }
 
@@ -331,72 +411,105 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// A stored outcome: postcard of [`AppendOutcome`], its positions relative to `position_base`
+/// when that is set (see migrations/20261124000001_command_position_base.sql).
+fn decode_outcome(bytes: Option<Vec<u8>>, position_base: Option<i64>) -> Option<AppendOutcome> {
+    let mut outcome: AppendOutcome = postcard::from_bytes(&bytes?).ok()?;
+    if let Some(base) = position_base {
+        let base = u64::try_from(base).ok()?;
+        outcome.first_position = outcome.first_position.checked_add(base)?;
+        outcome.last_position = outcome.last_position.checked_add(base)?;
+    }
+    Some(outcome)
+}
+
 /// One transaction for a group of appends; returns one answer per request and the new head.
+///
+/// Four round trips whatever the group's size: `BEGIN`; one statement that locks the stream rows
+/// and claims the command ids; (Rust checks the expected versions;) one statement that takes the
+/// position range and writes everything; `COMMIT`. The row lock of `es_log_head` is thus held
+/// for one statement and the commit only. A fifth, rare one reads the stored outcomes of
+/// command ids appended before.
 async fn commit_group(
     pool: &PgPool,
     requests: &[&AppendRequest],
+    mut signals: Signals,
 ) -> Result<(Vec<Result<AppendOutcome, StoreError>>, Option<Position>), sqlx::Error> {
     let mut tx = pool.begin().await?;
 
-    // 1. Stream rows: create missing ones, lock all, in name order.
     let mut names: Vec<&str> = requests
         .iter()
         .flat_map(|r| r.writes.iter().map(|w| w.stream.as_str()))
         .collect();
     names.sort_unstable();
     names.dedup();
-    // One statement: a new stream gets a row (version -1); an existing one is "updated" to
-    // itself, which locks it like FOR UPDATE and returns its version. Rows are taken in name
-    // order.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO es_streams AS s (stream_id, version) \
-         SELECT n, -1 FROM UNNEST($1::text[]) AS n ORDER BY n \
-         ON CONFLICT (stream_id) DO UPDATE SET version = s.version \
-         RETURNING stream_id, version",
-    )
-    .bind(&names)
-    .fetch_all(&mut *tx)
-    .await?;
-    let stored: HashMap<String, i64> = rows.into_iter().collect();
-
-    // 2. Command ids: claim the new ones, fetch the outcomes of the others.
     let mut command_ids: Vec<&str> = requests
         .iter()
         .filter_map(|r| r.command_id.as_deref())
         .collect();
     command_ids.sort_unstable();
     command_ids.dedup();
-    let mut known: HashMap<String, Option<AppendOutcome>> = HashMap::new();
-    if !command_ids.is_empty() {
-        let claimed: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO es_commands (command_id) \
-             SELECT c FROM UNNEST($1::text[]) AS c ORDER BY c ON CONFLICT DO NOTHING \
-             RETURNING command_id",
-        )
-        .bind(&command_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-        let claimed: HashSet<&str> = claimed.iter().map(String::as_str).collect();
-        let existing: Vec<&str> = command_ids
-            .iter()
-            .copied()
-            .filter(|c| !claimed.contains(c))
-            .collect();
-        if !existing.is_empty() {
-            let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as(
-                "SELECT command_id, outcome FROM es_commands WHERE command_id = ANY($1)",
-            )
-            .bind(&existing)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (id, outcome) in rows {
-                let outcome = outcome.and_then(|b| postcard::from_bytes(&b).ok());
-                known.insert(id, outcome);
+
+    if let Some(wait) = signals.wait.as_mut() {
+        let _ = (&mut wait.locked).await;
+    }
+    // 1. Stream rows and command ids, in one statement. A new stream gets a row (version -1); an
+    // existing one is "updated" to itself, which locks it like FOR UPDATE and returns its
+    // version (the latest committed one, after waiting for a transaction holding it). Rows are
+    // taken in name order, streams before command ids (the UNION ALL reads `s` to its end
+    // first), so groups of different nodes cannot deadlock. A command id that is not returned
+    // was appended before, and its stored outcome is the answer.
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "WITH s AS ( \
+           INSERT INTO es_streams AS s (stream_id, version) \
+           SELECT n, -1 FROM UNNEST($1::text[]) AS n ORDER BY n \
+           ON CONFLICT (stream_id) DO UPDATE SET version = s.version \
+           RETURNING stream_id, version), \
+         c AS ( \
+           INSERT INTO es_commands (command_id) \
+           SELECT c FROM UNNEST($2::text[]) AS c ORDER BY c ON CONFLICT DO NOTHING \
+           RETURNING command_id) \
+         SELECT stream_id, version FROM s \
+         UNION ALL SELECT command_id, NULL::bigint FROM c",
+    )
+    .bind(&names)
+    .bind(&command_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    drop(signals.locked.take());
+    let mut stored: HashMap<String, i64> = HashMap::with_capacity(names.len());
+    let mut claimed: HashSet<String> = HashSet::with_capacity(command_ids.len());
+    for (key, version) in rows {
+        match version {
+            Some(version) => {
+                stored.insert(key, version);
+            }
+            None => {
+                claimed.insert(key);
             }
         }
     }
 
-    // 3. Expected versions, in queue order.
+    let mut known: HashMap<String, Option<AppendOutcome>> = HashMap::new();
+    let existing: Vec<&str> = command_ids
+        .iter()
+        .copied()
+        .filter(|c| !claimed.contains(*c))
+        .collect();
+    if !existing.is_empty() {
+        let rows: Vec<(String, Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(
+            "SELECT command_id, outcome, position_base FROM es_commands \
+             WHERE command_id = ANY($1)",
+        )
+        .bind(&existing)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, outcome, base) in rows {
+            known.insert(id, decode_outcome(outcome, base));
+        }
+    }
+
+    // 2. Expected versions, in queue order.
     let mut heads: HashMap<&str, u64> = HashMap::new();
     let mut in_group: HashMap<&str, usize> = HashMap::new();
     let mut verdicts = Vec::with_capacity(requests.len());
@@ -449,20 +562,18 @@ async fn commit_group(
         .sum();
     if total == 0 {
         // Nothing to write: dropping the transaction rolls back the claims and stream rows.
+        drop(signals);
         tx.rollback().await?;
         return Ok((answer_all(verdicts, &[]), None));
     }
 
-    // 4. Positions, under the log head's row lock (held until commit).
-    let end: i64 =
-        sqlx::query_scalar("UPDATE es_log_head SET position = position + $1 RETURNING position")
-            .bind(to_i64(total))
-            .fetch_one(&mut *tx)
-            .await?;
-    let mut next = end as u64 - total + 1;
-
+    // 3. Positions and every write, in one statement. The events, the outcomes and the
+    // notification are built here with positions relative to the range's start (`base`, the
+    // head before it), which the statement reads when it takes the log head's row lock (held
+    // until commit: positions become visible in position order, docs/adr/0001).
     let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(requests.len());
     let mut cols = Columns::default();
+    let mut next: u64 = 1;
     for (request, verdict) in requests.iter().zip(&verdicts) {
         let Verdict::Accepted { first_versions } = verdict else {
             outcomes.push(None);
@@ -487,13 +598,44 @@ async fn commit_group(
             duplicate: false,
         }));
     }
-    debug_assert_eq!(next - 1, end as u64);
-    sqlx::query(
-        "INSERT INTO es_events (position, stream_id, version, event_id, event_type, payload, \
-         correlation_id, causation_id, command_id, api_key_id, recorded_at_micros) \
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], \
-         $6::bytea[], $7::uuid[], $8::uuid[], $9::text[], $10::text[], $11::bigint[])",
+    debug_assert_eq!(next - 1, total);
+    let (head_names, head_versions): (Vec<&str>, Vec<i64>) = heads
+        .iter()
+        .map(|(name, len)| (*name, to_i64(*len) - 1))
+        .unzip();
+    let commands = command_outcomes(requests, &verdicts, &outcomes, &known)?;
+
+    if let Some(wait) = signals.wait.as_mut() {
+        let _ = (&mut wait.sequenced).await;
+    }
+    let base: i64 = sqlx::query_scalar(
+        "WITH head AS ( \
+           UPDATE es_log_head SET position = position + $1 RETURNING position - $1 AS base), \
+         events AS ( \
+           INSERT INTO es_events (position, stream_id, version, event_id, event_type, payload, \
+             correlation_id, causation_id, command_id, api_key_id, recorded_at_micros) \
+           SELECT head.base + e.rel, e.stream_id, e.version, e.event_id, e.event_type, \
+             e.payload, e.correlation_id, e.causation_id, e.command_id, e.api_key_id, \
+             e.recorded_at_micros \
+           FROM head, UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::uuid[], $6::text[], \
+             $7::bytea[], $8::uuid[], $9::uuid[], $10::text[], $11::text[], $12::bigint[]) \
+             AS e(rel, stream_id, version, event_id, event_type, payload, correlation_id, \
+             causation_id, command_id, api_key_id, recorded_at_micros)), \
+         streams AS ( \
+           INSERT INTO es_streams (stream_id, version) \
+           SELECT * FROM UNNEST($13::text[], $14::bigint[]) \
+           ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version), \
+         done AS ( \
+           INSERT INTO es_commands (command_id, outcome, position_base) \
+           SELECT c.id, c.outcome, head.base \
+           FROM head, UNNEST($15::text[], $16::bytea[]) AS c(id, outcome) \
+           ON CONFLICT (command_id) DO UPDATE \
+           SET outcome = EXCLUDED.outcome, position_base = EXCLUDED.position_base), \
+         released AS ( \
+           DELETE FROM es_commands WHERE command_id = ANY($17::text[])) \
+         SELECT base FROM head, pg_notify($18, (head.base + $1)::text)",
     )
+    .bind(to_i64(total))
     .bind(&cols.position)
     .bind(&cols.stream)
     .bind(&cols.version)
@@ -505,45 +647,42 @@ async fn commit_group(
     .bind(&cols.command_id)
     .bind(&cols.api_key_id)
     .bind(&cols.recorded_at)
-    .execute(&mut *tx)
-    .await?;
-
-    let (head_names, head_versions): (Vec<&str>, Vec<i64>) = heads
-        .iter()
-        .map(|(name, len)| (*name, to_i64(*len) - 1))
-        .unzip();
-    sqlx::query(
-        // An upsert rather than UPDATE ... FROM UNNEST: one index probe per row whatever the
-        // planner believes about the table (a join planned on a young table seq-scans later).
-        "INSERT INTO es_streams (stream_id, version) \
-         SELECT * FROM UNNEST($1::text[], $2::bigint[]) \
-         ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version",
-    )
+    // An upsert rather than UPDATE ... FROM UNNEST: one index probe per row whatever the
+    // planner believes about the table (a join planned on a young table seq-scans later).
     .bind(&head_names)
     .bind(&head_versions)
-    .execute(&mut *tx)
+    .bind(&commands.done_ids)
+    .bind(&commands.done_outcomes)
+    .bind(&commands.released)
+    .bind(NOTIFY_CHANNEL)
+    .fetch_one(&mut *tx)
     .await?;
-
-    if !command_ids.is_empty() {
-        store_command_outcomes(&mut tx, requests, &verdicts, &outcomes, &known).await?;
-    }
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(end.to_string())
-        .execute(&mut *tx)
-        .await?;
+    drop(signals.sequenced.take());
     tx.commit().await?;
-    Ok((answer_all(verdicts, &outcomes), Some(end as u64)))
+
+    let base = u64::try_from(base).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    for outcome in outcomes.iter_mut().flatten() {
+        outcome.first_position += base;
+        outcome.last_position += base;
+    }
+    Ok((answer_all(verdicts, &outcomes), Some(base + total)))
+}
+
+/// The command ids of a group to record with their outcomes, and those to release.
+struct CommandOutcomes<'a> {
+    done_ids: Vec<&'a str>,
+    /// Postcard of the outcomes, positions relative to the group's `position_base`.
+    done_outcomes: Vec<Vec<u8>>,
+    released: Vec<&'a str>,
 }
 
 /// Records the outcomes of the accepted commands and releases the claims of the rejected ones.
-async fn store_command_outcomes(
-    tx: &mut Transaction<'static, Postgres>,
-    requests: &[&AppendRequest],
+fn command_outcomes<'a>(
+    requests: &[&'a AppendRequest],
     verdicts: &[Verdict],
     outcomes: &[Option<AppendOutcome>],
     known: &HashMap<String, Option<AppendOutcome>>,
-) -> Result<(), sqlx::Error> {
+) -> Result<CommandOutcomes<'a>, sqlx::Error> {
     let mut done_ids: Vec<&str> = Vec::new();
     let mut done_outcomes: Vec<Vec<u8>> = Vec::new();
     let mut released: Vec<&str> = Vec::new();
@@ -564,24 +703,11 @@ async fn store_command_outcomes(
     }
     // An id both rejected and (later in the group) accepted keeps its claim.
     released.retain(|id| !done_ids.contains(id));
-    if !done_ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO es_commands (command_id, outcome) \
-             SELECT * FROM UNNEST($1::text[], $2::bytea[]) \
-             ON CONFLICT (command_id) DO UPDATE SET outcome = EXCLUDED.outcome",
-        )
-        .bind(&done_ids)
-        .bind(&done_outcomes)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !released.is_empty() {
-        sqlx::query("DELETE FROM es_commands WHERE command_id = ANY($1)")
-            .bind(&released)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
+    Ok(CommandOutcomes {
+        done_ids,
+        done_outcomes,
+        released,
+    })
 }
 
 fn answer_all(
