@@ -281,11 +281,14 @@ fn orders(
     }
     ratios(out, &lines);
     // Seeding rates of the same run.
-    let run = lines.first().and_then(|v| v["run"].as_u64());
+    // Lines written before `run` existed cannot be told apart: no seeding rates for them.
+    let Some(run) = lines.first().and_then(|v| v["run"].as_u64()) else {
+        return;
+    };
     let rates: Vec<String> = seeds
         .iter()
         .flat_map(|(label, runs)| {
-            runs.get(&run.unwrap_or(0))
+            runs.get(&run)
                 .into_iter()
                 .flatten()
                 .map(move |v| (label, v))
