@@ -198,6 +198,28 @@ fn generate(products: u64, orders: u64) -> Vec<RecordedEvent> {
         .collect()
 }
 
+/// This process's CPU time (user + system), from `/proc/self/stat` (Linux; zero elsewhere): on
+/// a shared machine, CPU time per event is the figure that load does not change much.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime (fields 14 and 15 of the line); the clock tick is 100 Hz on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn fold<M: ReadModel>(events: &[RecordedEvent]) -> (Duration, u64) {
     let dir = tempfile::tempdir().unwrap();
     let model = M::open(dir.path(), &ModelConfig::default()).unwrap();
@@ -257,22 +279,31 @@ fn main() {
         "  decode: {:>10.0} events/s (every event once, {decoded} decoded, {decode:.2?})",
         n / decode.as_secs_f64()
     );
-    for (name, (elapsed, bytes)) in [
-        ("catalog", fold::<Catalog>(&events)),
-        ("stock", fold::<StockLevels>(&events)),
-        ("orders", fold::<Orders>(&events)),
+    let timed = |fold: fn(&[RecordedEvent]) -> (Duration, u64)| {
+        let cpu = process_cpu();
+        let (elapsed, bytes) = fold(&events);
+        (elapsed, bytes, process_cpu().saturating_sub(cpu))
+    };
+    for (name, (elapsed, bytes, cpu)) in [
+        ("catalog", timed(fold::<Catalog>)),
+        ("stock", timed(fold::<StockLevels>)),
+        ("orders", timed(fold::<Orders>)),
     ] {
         println!(
-            "{name:>8}: {:>10.0} events/s alone ({elapsed:.2?}, {:.1} MiB)",
+            "{name:>8}: {:>10.0} events/s alone ({elapsed:.2?}, {:.1} MiB; CPU {cpu:.2?}, {:.0} events per CPU-second)",
             n / elapsed.as_secs_f64(),
-            bytes as f64 / (1 << 20) as f64
+            bytes as f64 / (1 << 20) as f64,
+            n / cpu.as_secs_f64().max(1e-3)
         );
     }
+    let cpu = process_cpu();
     let wall = rebuild_all(&events);
+    let cpu = process_cpu().saturating_sub(cpu);
     println!(
-        "catalog + stock + orders together: {:.0} events/s ({wall:.2?} wall for {} events)",
+        "catalog + stock + orders together: {:.0} events/s ({wall:.2?} wall for {} events; CPU {cpu:.2?}, {:.2} cores used)",
         n / wall.as_secs_f64(),
-        events.len()
+        events.len(),
+        cpu.as_secs_f64() / wall.as_secs_f64()
     );
 
     if std::env::var("EMPORIUM_BENCH_ONE_SHOT").is_ok() {

@@ -463,6 +463,8 @@ fn main() {
         percentile(&everything, 0.99)
     );
 
+    concurrent(&index);
+
     let mut criterion = Criterion::default()
         .sample_size(50)
         .measurement_time(Duration::from_secs(3))
@@ -477,4 +479,72 @@ fn main() {
         b.iter(|| index.suggest(black_box("wireless he"), 8).expect("suggest"))
     });
     criterion.final_summary();
+}
+
+/// This process's CPU time (user + system), from `/proc/self/stat` (Linux; zero elsewhere).
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the state field; the
+    // kernel's clock tick is 100 Hz on every Linux this runs on.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// Whether searches run in parallel: the query set from 1, 2 and 4 threads at once for a few
+/// seconds each, with searches/s, the cores the process used (CPU time / wall time) and CPU time
+/// per search. A search path serialized somewhere (a lock, one thread) shows as cores used stuck
+/// at 1 however many threads search; on a shared machine compare CPU per search, which load
+/// does not change much.
+fn concurrent(index: &SearchIndex) {
+    let seconds: u64 = std::env::var("EMPORIUM_BENCH_CONCURRENT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let set = queries();
+    println!(
+        "{:<32} {:>10} {:>11} {:>14}",
+        "concurrent searches", "searches/s", "cores used", "CPU per search"
+    );
+    for threads in [1usize, 2, 4] {
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let cpu = process_cpu();
+        let started = Instant::now();
+        let until = started + Duration::from_secs(seconds);
+        std::thread::scope(|scope| {
+            for t in 0..threads {
+                let (set, done) = (&set, &done);
+                scope.spawn(move || {
+                    let mut i = t;
+                    while Instant::now() < until {
+                        black_box(index.search(&set[i % set.len()].1).expect("search"));
+                        i += 1;
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let wall = started.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu);
+        let n = done.into_inner().max(1);
+        println!(
+            "{:<32} {:>10.0} {:>11.2} {:>14.2?}",
+            format!("{threads} thread(s)"),
+            n as f64 / wall.as_secs_f64(),
+            cpu.as_secs_f64() / wall.as_secs_f64(),
+            cpu / u32::try_from(n).unwrap_or(u32::MAX)
+        );
+    }
 }

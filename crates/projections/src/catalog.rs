@@ -250,6 +250,12 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
     // Write each touched row once, and the difference of its listing keys.
     let mut listing = txn.open_table(LISTING).map_err(storage_error)?;
     let mut categories = txn.open_table(CATEGORIES).map_err(storage_error)?;
+    // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
+    // map's order does not give (a rebuild writes tens of thousands of rows per batch).
+    let mut touched: Vec<(String, Touched)> = touched.into_iter().collect();
+    touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // Category counts change by a delta per category, applied once per batch.
+    let mut category_deltas: BTreeMap<String, i64> = BTreeMap::new();
     for (sku, touched) in &touched {
         let Some(row) = &touched.row else {
             continue; // events of a product never created: nothing to show
@@ -280,23 +286,28 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
             None => None,
         };
         if let Some(old) = moved_from {
-            let count = categories
-                .get(old)
-                .map_err(storage_error)?
-                .map_or(0, |v| v.value());
-            if count <= 1 {
-                categories.remove(old).map_err(storage_error)?;
-            } else {
-                categories.insert(old, count - 1).map_err(storage_error)?;
-            }
+            *category_deltas.entry(old.to_owned()).or_default() -= 1;
+        }
+        *category_deltas.entry(after.category.clone()).or_default() += 1;
+    }
+    for (category, delta) in category_deltas {
+        if delta == 0 {
+            continue;
         }
         let count = categories
-            .get(after.category.as_str())
+            .get(category.as_str())
             .map_err(storage_error)?
             .map_or(0, |v| v.value());
-        categories
-            .insert(after.category.as_str(), count + 1)
-            .map_err(storage_error)?;
+        let count = count.saturating_add_signed(delta);
+        if count == 0 {
+            categories
+                .remove(category.as_str())
+                .map_err(storage_error)?;
+        } else {
+            categories
+                .insert(category.as_str(), count)
+                .map_err(storage_error)?;
+        }
     }
     Ok(())
 }

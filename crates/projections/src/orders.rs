@@ -274,7 +274,15 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
 
     let mut customers = txn.open_table(CUSTOMER_ORDERS).map_err(storage_error)?;
     let mut open = txn.open_table(OPEN_BY_EXPIRY).map_err(storage_error)?;
-    for (&id, touched) in &touched {
+    // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
+    // map's order does not give. Order ids are UUID v7 (time-ordered), so during a rebuild the
+    // rows of a batch are mostly appended at the end of the table.
+    let mut touched: Vec<(u128, Touched)> = touched.into_iter().collect();
+    touched.sort_unstable_by_key(|(id, _)| *id);
+    // The customer index is keyed by customer first: its inserts are sorted on their own.
+    let mut new_customer_keys: Vec<(&str, u128)> = Vec::new();
+    for (id, touched) in &touched {
+        let id = *id;
         let Some(row) = &touched.row else {
             if !touched.pending.is_empty() {
                 pending_table
@@ -287,9 +295,7 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
             .insert(id, encode_row(row)?.as_slice())
             .map_err(storage_error)?;
         if !touched.existed {
-            customers
-                .insert((row.customer_id.as_str(), id), ())
-                .map_err(storage_error)?;
+            new_customer_keys.push((row.customer_id.as_str(), id));
         }
         if touched.pending_stored {
             pending_table.remove(id).map_err(storage_error)?;
@@ -303,6 +309,10 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
                 open.insert(key, ()).map_err(storage_error)?;
             }
         }
+    }
+    new_customer_keys.sort_unstable();
+    for key in new_customer_keys {
+        customers.insert(key, ()).map_err(storage_error)?;
     }
     Ok(())
 }

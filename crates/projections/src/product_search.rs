@@ -11,13 +11,36 @@
 //! `remove`), so applying an event to the index twice is harmless; the stock table is the one
 //! that must not see an event twice, and its checkpoint, committed with it, is where the runner
 //! resumes. The index commits first: a crash between the two commits leaves the index ahead,
-//! and replaying from the stock table's checkpoint rewrites the same values. An index *behind*
-//! the stock table (its files lost or replaced) cannot be repaired by replay, so at open both
-//! start over from position 0.
+//! and replaying from the stock table's checkpoint rewrites the same values.
+//!
+//! A batch that changes nothing in the index (stock moves that leave every product on the same
+//! side of "in stock", the usual case under order traffic) does not commit the index: a tantivy
+//! commit writes and syncs its metadata and reloads the searchers, for nothing. The redb
+//! transaction then records, in `search_meta`, the position of the last batch that did write
+//! to the index (`index_required`): an index whose checkpoint is at least that has every write
+//! the table's checkpoint implies. An index *behind* it (its files lost or replaced) cannot be
+//! repaired by replay, so at open both start over from position 0.
+//!
+//! # Stock changes do not re-index a product
+//!
+//! Stock events are most of the log (every order reserves, ships or releases stock), and a
+//! tantivy document cannot be changed in place: writing a new unit count means deleting the
+//! product and indexing all its text again. The index only needs to know whether a product is in
+//! stock (the `in_stock` filter and facet); the unit count a hit shows is read from the
+//! `search_stock` table when the hit is served ([`ProductSearch::search`],
+//! [`ProductSearch::product`]). So the projection re-indexes a product on a stock event only when
+//! it goes out of stock or comes back, and the count inside the index document may lag behind
+//! (it is right on the in-stock side). Invariant at the end of every batch: for every indexed
+//! product, `document.available > 0` exactly when the table's `available() > 0`. A batch
+//! compares with the table's state at its start, which the invariant makes the index's; the
+//! first batch after opening or after a failed batch cannot rely on it (the index may hold a
+//! batch the table does not, ending elsewhere), so it compares with the index documents
+//! themselves.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
@@ -35,7 +58,11 @@ use crate::storage::{
 };
 
 const SEARCH_STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("search_stock");
-const SCHEMA: u64 = 1;
+/// `index_required`: the position of the last batch that wrote to the index.
+const SEARCH_META: TableDefinition<&str, u64> = TableDefinition::new("search_meta");
+const INDEX_REQUIRED: &str = "index_required";
+// 2: `search_meta` (a table of schema 1 has no `index_required` and is rebuilt).
+const SCHEMA: u64 = 2;
 
 fn search_error(error: SearchError) -> ProjectionError {
     ProjectionError::Storage(format!("search index: {error}"))
@@ -46,6 +73,9 @@ pub struct ProductSearch {
     index: SearchIndex,
     db: ModelDb,
     dir: PathBuf,
+    /// The next batch compares stock with the index documents, not the table (see the module
+    /// docs): set at open and after a failed batch.
+    resync: AtomicBool,
 }
 
 impl ReadModel for ProductSearch {
@@ -57,24 +87,26 @@ impl ReadModel for ProductSearch {
                 .map_err(search_error)?;
             let db = ModelDb::open(&dir.join("search.redb"), SCHEMA, &config.storage, |txn| {
                 txn.open_table(SEARCH_STOCK)?;
+                txn.open_table(SEARCH_META)?;
                 Ok(())
             })?;
             Ok(ProductSearch {
                 index,
                 db,
                 dir: dir.to_owned(),
+                resync: AtomicBool::new(true),
             })
         };
         let model = open()?;
-        let stock_checkpoint = model.db.checkpoint()?;
+        let index_required = model.index_required()?;
         let index_checkpoint = model.index.checkpoint().unwrap_or(0);
-        if index_checkpoint >= stock_checkpoint {
+        if index_checkpoint >= index_required {
             return Ok(model);
         }
         tracing::warn!(
             dir = %dir.display(),
             index_checkpoint,
-            stock_checkpoint,
+            index_required,
             "search index is behind its stock table: starting it over from position 0"
         );
         drop(model);
@@ -93,8 +125,17 @@ impl ReadModel for ProductSearch {
         };
         let result = self.db.write_batch(last.position, |txn| {
             self.apply_batch(txn, events)?;
-            self.index.commit(last.position).map_err(search_error)
+            if self.index.pending_writes() == 0 {
+                return Ok(());
+            }
+            self.index.commit(last.position).map_err(search_error)?;
+            txn.open_table(SEARCH_META)
+                .map_err(storage_error)?
+                .insert(INDEX_REQUIRED, last.position)
+                .map_err(storage_error)?;
+            Ok(())
         });
+        self.resync.store(result.is_err(), Ordering::Relaxed);
         if result.is_err() {
             // Drop the batch's index writes too: the runner retries it from the checkpoint.
             if let Err(error) = self.index.rollback() {
@@ -113,23 +154,38 @@ impl ReadModel for ProductSearch {
     }
 }
 
+/// A SKU's stock during a batch.
+struct BatchStock {
+    row: StockRow,
+    /// Changed in this batch (to be written back).
+    changed: bool,
+    /// Whether the index document says "in stock": as of the batch's start (the invariant), or
+    /// as written by an upsert in this batch.
+    indexed_in_stock: bool,
+}
+
 /// The stock of `sku` in the batch's map, read from the table the first time.
 fn load_stock<'m>(
     table: &redb::Table<&str, &[u8]>,
-    stock: &'m mut HashMap<String, (StockRow, bool)>,
+    stock: &'m mut HashMap<String, BatchStock>,
     sku: &str,
-) -> Result<&'m mut (StockRow, bool), ProjectionError> {
+) -> Result<&'m mut BatchStock, ProjectionError> {
     match stock.entry(sku.to_owned()) {
         Entry::Occupied(entry) => Ok(entry.into_mut()),
         Entry::Vacant(entry) => {
-            let row = match table.get(sku).map_err(storage_error)? {
+            let row: StockRow = match table.get(sku).map_err(storage_error)? {
                 Some(v) => decode_row(v.value())?,
                 None => StockRow {
                     sku: sku.to_owned(),
                     ..StockRow::default()
                 },
             };
-            Ok(entry.insert((row, false)))
+            let indexed_in_stock = row.available() > 0;
+            Ok(entry.insert(BatchStock {
+                row,
+                changed: false,
+                indexed_in_stock,
+            }))
         }
     }
 }
@@ -145,28 +201,29 @@ impl ProductSearch {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
-        // SKU → (stock, changed in this batch)
-        let mut stock: HashMap<String, (StockRow, bool)> = HashMap::new();
+        let mut stock: HashMap<String, BatchStock> = HashMap::new();
+        let resync = self.resync.load(Ordering::Relaxed);
         for event in events {
             if is_stock_stream(&event.stream) {
                 let Event::Stock(stock_event) = decode_event(event)? else {
                     continue;
                 };
                 let sku = stock_sku(&stock_event);
-                let (row, changed) = load_stock(&table, &mut stock, sku)?;
+                let entry = load_stock(&table, &mut stock, sku)?;
+                let row = &mut entry.row;
                 row.updated_at_micros = fold_stock(row, &stock_event);
                 row.version = event.version;
                 row.position = event.position;
-                *changed = true;
+                entry.changed = true;
             } else if is_product_stream(&event.stream) {
                 let Event::Product(product_event) = decode_event(event)? else {
                     continue;
                 };
                 match &product_event {
                     ProductEvent::Created(e) => {
-                        let available = load_stock(&table, &mut stock, e.sku.as_str())?
-                            .0
-                            .available();
+                        let entry = load_stock(&table, &mut stock, e.sku.as_str())?;
+                        let available = entry.row.available();
+                        entry.indexed_in_stock = available > 0;
                         let doc = ProductDoc {
                             sku: e.sku.to_string(),
                             name: e.name.clone(),
@@ -190,6 +247,8 @@ impl ProductSearch {
                             doc.description.clone_from(&e.description);
                             doc.category = e.category.to_string();
                             doc.tags.clone_from(&e.tags);
+                            // The document's count may lag, its in-stock side does not: the
+                            // upsert keeps what the index said.
                             self.upsert(&doc, event)?;
                         }
                     }
@@ -208,18 +267,32 @@ impl ProductSearch {
                 }
             }
         }
-        for (sku, (row, changed)) in &stock {
-            if !changed {
+        // In key order: consecutive inserts land on the same B-tree pages.
+        let mut stock: Vec<(String, BatchStock)> = stock.into_iter().collect();
+        stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (sku, entry) in &stock {
+            if !entry.changed {
                 continue;
             }
             table
-                .insert(sku.as_str(), encode_row(row)?.as_slice())
+                .insert(sku.as_str(), encode_row(&entry.row)?.as_slice())
                 .map_err(storage_error)?;
-            // `false`: not indexed (no product yet, or discontinued); its stock is kept for when
-            // the product is created.
-            self.index
-                .set_available(sku, clamp_available(row.available()))
-                .map_err(search_error)?;
+            let available = entry.row.available();
+            let indexed_in_stock = if resync {
+                match self.index.get(sku).map_err(search_error)? {
+                    Some(doc) => doc.available > 0,
+                    None => continue, // not indexed
+                }
+            } else {
+                entry.indexed_in_stock
+            };
+            if (available > 0) != indexed_in_stock {
+                // `false`: not indexed (no product yet, or discontinued); its stock is kept for
+                // when the product is created.
+                self.index
+                    .set_available(sku, clamp_available(available))
+                    .map_err(search_error)?;
+            }
         }
         Ok(())
     }
@@ -247,8 +320,36 @@ impl ProductSearch {
         &self.index
     }
 
+    /// A search, its hits showing the units available now (see the module docs: the index
+    /// document's count may lag).
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, SearchError> {
-        self.index.search(request)
+        let mut response = self.index.search(request)?;
+        if response.hits.is_empty() {
+            return Ok(response);
+        }
+        let stock = self
+            .stock_reader()
+            .map_err(|e| SearchError::Storage(e.to_string()))?;
+        for hit in &mut response.hits {
+            if let Some(available) = stock
+                .available(&hit.sku)
+                .map_err(|e| SearchError::Storage(e.to_string()))?
+            {
+                hit.available = clamp_available(available);
+            }
+        }
+        Ok(response)
+    }
+
+    /// The indexed document of a product (`None`: not indexed), with the units available now.
+    pub fn product(&self, sku: &str) -> Result<Option<ProductDoc>, ProjectionError> {
+        let Some(mut doc) = self.index.get(sku).map_err(search_error)? else {
+            return Ok(None);
+        };
+        if let Some(available) = self.available(sku)? {
+            doc.available = clamp_available(available);
+        }
+        Ok(Some(doc))
     }
 
     pub fn suggest(&self, prefix: &str, limit: usize) -> Result<Vec<Suggestion>, SearchError> {
@@ -257,9 +358,37 @@ impl ProductSearch {
 
     /// The units available of a SKU as the search projection sees them.
     pub fn available(&self, sku: &str) -> Result<Option<u64>, ProjectionError> {
+        self.stock_reader()?.available(sku)
+    }
+
+    /// The checkpoint the index must have reached (see the module docs); 0 before the first
+    /// batch that wrote to it.
+    fn index_required(&self) -> Result<Position, ProjectionError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
-        Ok(table
+        let meta = txn.open_table(SEARCH_META).map_err(storage_error)?;
+        Ok(meta
+            .get(INDEX_REQUIRED)
+            .map_err(storage_error)?
+            .map_or(0, |v| v.value()))
+    }
+
+    fn stock_reader(&self) -> Result<StockReader, ProjectionError> {
+        let txn = self.db.begin_read()?;
+        Ok(StockReader {
+            table: txn.open_table(SEARCH_STOCK).map_err(storage_error)?,
+        })
+    }
+}
+
+/// The `search_stock` table in one read transaction.
+struct StockReader {
+    table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
+}
+
+impl StockReader {
+    fn available(&self, sku: &str) -> Result<Option<u64>, ProjectionError> {
+        Ok(self
+            .table
             .get(sku)
             .map_err(storage_error)?
             .map(|v| decode_row::<StockRow>(v.value()))

@@ -171,16 +171,16 @@ async fn compare_sets(
         let mut docs_a = BTreeMap::new();
         let mut docs_b = BTreeMap::new();
         for sku in catalog_a.keys().chain(catalog_b.keys()) {
-            let doc = |index: &emporium_projections::search::SearchIndex| {
-                index
-                    .get(sku)
+            let doc = |search: &emporium_projections::ProductSearch| {
+                search
+                    .product(sku)
                     .map(|d| d.map(|d| (d.price_minor, d.currency, d.available)))
                     .with_context(|| format!("reading {sku} from the search index"))
             };
-            if let Some(d) = doc(index_a)? {
+            if let Some(d) = doc(a.model())? {
                 docs_a.insert(sku.clone(), d);
             }
-            if let Some(d) = doc(index_b)? {
+            if let Some(d) = doc(b.model())? {
                 docs_b.insert(sku.clone(), d);
             }
         }

@@ -34,6 +34,9 @@ pub enum SearchError {
     Index(#[from] tantivy::TantivyError),
     #[error("search index i/o error")]
     Io(#[from] std::io::Error),
+    /// The projection's own tables beside the index (the units available a hit shows).
+    #[error("search storage error: {0}")]
+    Storage(String),
 }
 
 impl SearchError {
@@ -50,7 +53,8 @@ impl SearchError {
             Self::IncompatibleIndex(_)
             | Self::CorruptDocument { .. }
             | Self::Index(_)
-            | Self::Io(_) => None,
+            | Self::Io(_)
+            | Self::Storage(_) => None,
         }
     }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use emporium_eventstore::{EventStore, RecordedEvent};
 use emporium_projections::runner::{self, Projection, ProjectionError, RunnerConfig, WaitError};
-use emporium_projections::{Catalog, Feed, ModelConfig, Orders, ReadModel, StockLevels};
+use emporium_projections::search::SearchRequest;
+use emporium_projections::{
+    Catalog, Feed, ModelConfig, Orders, ProductSearch, ReadModel, StockLevels,
+};
 
 use crate::support::{World, fold_all, scenario, with_embedded, with_postgres};
 
@@ -163,6 +166,36 @@ async fn all_faults(store: Arc<dyn EventStore>) {
                 m.all().unwrap()
             })
             .await;
+            // Search: every product with its price and units, and the in-stock side the index
+            // itself holds (filter and facet), which stock events only rewrite when it flips.
+            killed_mid_batch_ends_like_a_rebuild::<ProductSearch, _>(
+                Arc::clone(&store),
+                fault,
+                |m| {
+                    let all = SearchRequest {
+                        limit: 100,
+                        ..SearchRequest::default()
+                    };
+                    let found = m.search(&all).unwrap();
+                    let in_stock = m
+                        .search(&SearchRequest {
+                            in_stock_only: true,
+                            ..all
+                        })
+                        .unwrap();
+                    let hits = |r: &emporium_projections::search::SearchResponse| {
+                        let mut hits: Vec<(String, i64, i64)> = r
+                            .hits
+                            .iter()
+                            .map(|h| (h.sku.clone(), h.price_minor, h.available))
+                            .collect();
+                        hits.sort();
+                        hits
+                    };
+                    (hits(&found), found.facets.stock, hits(&in_stock))
+                },
+            )
+            .await;
         }
     }
 }
@@ -306,6 +339,73 @@ async fn a_runner_catching_up_applies_large_batches() {
         assert_eq!(stats.events_applied, 5_000);
         assert!(stats.batches_applied <= 2, "{stats:?}");
         assert_eq!(model.sku("SKU-BULK").unwrap().unwrap().on_hand(), 5_000);
+        handle.stop();
+    })
+    .await;
+}
+
+/// Freshness of search: the runner publishes a position only after the batch holding it is
+/// committed to the index and the searcher reloaded, so a price change or a sell-out is
+/// searchable as soon as the runner reports its position, with no later event needed to push
+/// it out (nothing waits for a fuller batch or a timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_change_and_a_sellout_are_searchable_once_the_runner_has_applied_them() {
+    use emporium_domain::{ChangePrice, MoneyInput};
+
+    with_embedded(|store| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let model = Arc::new(ProductSearch::open(dir.path(), &ModelConfig::small()).unwrap());
+        let handle = runner::spawn(Arc::clone(&store), Feed(Arc::clone(&model)), config()).unwrap();
+        let mut world = World::new(Arc::clone(&store));
+        world
+            .create("LAMP-1", "Brass Desk Lamp", "Home/Lighting", 4_500)
+            .await;
+        let received = world.receive("LAMP-1", "berlin", 2).await;
+        handle.wait_for(received.last_position, WAIT).await.unwrap();
+        let hit = |request: SearchRequest| {
+            let found = model.search(&request).unwrap();
+            found
+                .hits
+                .first()
+                .map(|h| (h.sku.clone(), h.price_minor, h.available))
+        };
+        assert_eq!(
+            hit(SearchRequest::query("lamp")),
+            Some(("LAMP-1".to_owned(), 4_500, 2))
+        );
+
+        // The price change is the last event in the log: nothing comes after it.
+        let changed = world
+            .exec(ChangePrice {
+                sku: "LAMP-1".into(),
+                price: MoneyInput::new(3_900, "EUR"),
+            })
+            .await;
+        assert_eq!(store.head().await.unwrap(), changed.last_position);
+        handle.wait_for(changed.last_position, WAIT).await.unwrap();
+        assert_eq!(
+            hit(SearchRequest::query("lamp")),
+            Some(("LAMP-1".to_owned(), 3_900, 2))
+        );
+        let cheap = SearchRequest {
+            max_price: Some(4_000),
+            ..SearchRequest::query("lamp")
+        };
+        assert_eq!(hit(cheap).map(|h| h.1), Some(3_900));
+
+        // Sold out: the order's reservation takes the last units.
+        let (_, placed) = world.place("alice", &[("LAMP-1", 2)]).await;
+        assert_eq!(store.head().await.unwrap(), placed.last_position);
+        handle.wait_for(placed.last_position, WAIT).await.unwrap();
+        assert_eq!(
+            hit(SearchRequest::query("lamp")),
+            Some(("LAMP-1".to_owned(), 3_900, 0))
+        );
+        let in_stock = SearchRequest {
+            in_stock_only: true,
+            ..SearchRequest::query("lamp")
+        };
+        assert_eq!(hit(in_stock), None);
         handle.stop();
     })
     .await;
