@@ -15,6 +15,7 @@
 //! sequenced under it and the count only goes down.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use emporium_domain::StreamRef;
@@ -83,15 +84,19 @@ impl LockTable {
         }
     }
 
-    /// Counts an append on `streams` as pending until the returned guard is dropped.
-    pub fn begin_flight(&self, streams: &[StreamRef]) -> InFlight<'_> {
+    /// Counts an append on `streams` as pending until the returned guard is dropped (which may
+    /// outlive the command's task: see `Landing`).
+    pub fn begin_flight(self: &Arc<Self>, streams: &[StreamRef]) -> InFlight {
         let mut ids: Vec<usize> = streams.iter().map(|s| self.stripe_of(s)).collect();
         ids.sort_unstable();
         ids.dedup();
         for &id in &ids {
             self.stripes[id].in_flight.fetch_add(1, Ordering::AcqRel);
         }
-        InFlight { table: self, ids }
+        InFlight {
+            table: Arc::clone(self),
+            ids,
+        }
     }
 }
 
@@ -101,12 +106,12 @@ pub(crate) struct LockSet<'a> {
 }
 
 /// Pending appends on some stripes; counted down on drop (also if the task unwinds).
-pub(crate) struct InFlight<'a> {
-    table: &'a LockTable,
+pub(crate) struct InFlight {
+    table: Arc<LockTable>,
     ids: Vec<usize>,
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         for &id in &self.ids {
             let stripe = &self.table.stripes[id];
@@ -120,7 +125,6 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn stock(sku: &str) -> StreamRef {

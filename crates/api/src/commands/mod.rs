@@ -52,8 +52,33 @@
 //!
 //! # Cancellation
 //!
-//! `execute` runs the command on its own task: a caller that stops waiting (a client that hangs
-//! up) does not stop a command half-way; it is decided, appended and cached as usual.
+//! A caller that stops waiting (a client that hangs up: hyper drops the handler's future) never
+//! stops a command half-way.
+//!
+//! - With early lock release, `execute` runs the command on the caller's task (a task spawned
+//!   per command cost a task allocation and a cross-thread wake-up per order). Everything before
+//!   the append is sequenced may be dropped at an `.await` without harm: nothing was written, and
+//!   states taken out of the cache are simply missing from it (a miss reloads them from the
+//!   store). `EventStore::submit` is cancellation-safe (the request is queued or it is not).
+//!   From the moment it is sequenced, the append will be written whatever the caller does, and
+//!   what must follow it (the pending count of its stripes, dropping its cache entries if it
+//!   fails, its snapshots) is owned by a `Landing`, which finishes on a task of its own if it is
+//!   dropped before the append is durable.
+//! - Without it (PostgreSQL: the locks are held until the append is durable, and the backend's
+//!   append is a transaction on a pooled connection) the command runs on its own task, so that it
+//!   is decided, appended and cached as usual.
+//!
+//! # A retried command whose first run was appended
+//!
+//! A command with a command id (an HTTP request with an `Idempotency-Key`) that reaches the
+//! service again after its first run was appended (a retry past the HTTP idempotency layer, e.g.
+//! after that layer's record expired or failed to be stored) must get the first run's outcome.
+//! Most such retries are decided again and the store, which writes a command id once, answers
+//! the first append. But a retry of a command that created something (a `PlaceOrder` with the
+//! client's order id, a `CreateProduct`) is *rejected* by the domain (`order-already-exists`)
+//! before it reaches the store. So a rejection of a command that has a command id asks the store
+//! whether that id was appended (`appended_before`) and, if so, answers the first outcome
+//! instead. Only rejections pay for the question.
 
 mod cache;
 mod clock;
@@ -71,8 +96,8 @@ use emporium_domain::{
     WarehouseId, WarehouseStock, decide,
 };
 use emporium_eventstore::{
-    AppendOutcome, AppendRequest, EventData, EventStore, ExpectedVersion, Metadata, Position,
-    ReadFilter, Snapshot, StoreError, StreamHead, StreamWrite,
+    AppendOutcome, AppendRequest, AppendTicket, EventData, EventStore, ExpectedVersion, Metadata,
+    Position, ReadFilter, Snapshot, StoreError, StreamHead, StreamWrite,
 };
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -85,8 +110,11 @@ use crate::http::metrics::{self, CommandOutcome as MetricOutcome};
 /// Tuning of the command service.
 #[derive(Clone, Debug)]
 pub struct CommandConfig {
-    /// The most streams whose state is kept warm (LRU).
+    /// The most product and stock streams whose state is kept warm (LRU; see `cache`: orders
+    /// have their own budget, so that new orders do not evict the catalog).
     pub cache_streams_max: usize,
+    /// The most order streams whose state is kept warm (LRU).
+    pub cache_orders_max: usize,
     /// Stripes of the lock table (fixed memory; see `locks`).
     pub lock_stripes: usize,
     /// Snapshot a stream every this many events (at least; see the module docs).
@@ -106,7 +134,12 @@ pub struct CommandConfig {
 impl Default for CommandConfig {
     fn default() -> Self {
         CommandConfig {
-            cache_streams_max: 200_000,
+            // 100,000 SKUs are 200,000 streams; the headroom absorbs the uneven fill of the
+            // LRU's shards.
+            cache_streams_max: 250_000,
+            // An order is usually paid, cancelled or expired within its reservation time; the
+            // ones that are not reload from the store (a few events).
+            cache_orders_max: 50_000,
             lock_stripes: 16_384,
             snapshot_every_events: 100,
             snapshots_in_flight_max: 4,
@@ -231,8 +264,8 @@ struct Inner {
     store: Arc<dyn EventStore>,
     config: CommandConfig,
     clock: Arc<dyn Clock>,
-    cache: StateCache,
-    locks: LockTable,
+    cache: Arc<StateCache>,
+    locks: Arc<LockTable>,
     snapshot_permits: Arc<Semaphore>,
 }
 
@@ -249,8 +282,11 @@ impl CommandService {
     ) -> Self {
         CommandService {
             inner: Arc::new(Inner {
-                cache: StateCache::new(config.cache_streams_max),
-                locks: LockTable::new(config.lock_stripes),
+                cache: Arc::new(StateCache::new(
+                    config.cache_streams_max,
+                    config.cache_orders_max,
+                )),
+                locks: Arc::new(LockTable::new(config.lock_stripes)),
                 snapshot_permits: Arc::new(Semaphore::new(config.snapshots_in_flight_max)),
                 store,
                 config,
@@ -277,15 +313,18 @@ impl CommandService {
         OrderId::from_uuid(Uuid::now_v7())
     }
 
-    /// Runs `command` (see the module docs). Runs to completion on its own task even if the
-    /// caller stops waiting.
+    /// Runs `command` (see the module docs). A caller that stops waiting does not stop it
+    /// half-way (module docs, "Cancellation").
     pub async fn execute(
         &self,
         command: Command,
         ctx: CommandContext,
     ) -> Result<CommandOutcome, CommandError> {
+        if self.inner.config.early_lock_release {
+            return self.inner.run(&command, &ctx).await;
+        }
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move { inner.run(command, ctx).await })
+        tokio::spawn(async move { inner.run(&command, &ctx).await })
             .await
             .map_err(|e| CommandError::Internal(format!("the command's task failed: {e}")))?
     }
@@ -346,12 +385,12 @@ struct PendingSnapshot {
 impl Inner {
     async fn run(
         &self,
-        command: Command,
-        ctx: CommandContext,
+        command: &Command,
+        ctx: &CommandContext,
     ) -> Result<CommandOutcome, CommandError> {
         let started = Instant::now();
         let name = command.name();
-        let result = self.run_attempts(&command, &ctx).await;
+        let result = self.run_attempts(command, ctx).await;
         let outcome = match &result {
             Ok(o) if o.duplicate => MetricOutcome::Duplicate,
             Ok(_) => MetricOutcome::Accepted,
@@ -487,7 +526,7 @@ impl Inner {
         {
             // What was loaded is durable: save it now.
             cached.snapshot_len = len;
-            self.spawn_snapshot(pending);
+            spawn_snapshot(&self.store, pending);
         }
         Ok(cached)
     }
@@ -518,41 +557,44 @@ impl Inner {
             permit,
         })
     }
+}
 
-    fn spawn_snapshot(&self, pending: PendingSnapshot) {
-        let store = Arc::clone(&self.store);
-        tokio::spawn(async move {
-            let PendingSnapshot {
-                stream,
-                version,
-                state,
-                permit,
-            } = pending;
-            let encoded = tokio::task::spawn_blocking(move || postcard::to_allocvec(&state)).await;
-            let bytes = match encoded {
-                Ok(Ok(bytes)) => bytes,
-                Ok(Err(error)) => {
-                    tracing::warn!(%stream, %error, "encoding a snapshot failed");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(%stream, %error, "the snapshot task failed");
-                    return;
-                }
-            };
-            let snapshot = Snapshot {
-                stream: stream.clone(),
-                version,
-                schema: STATE_SCHEMA.to_owned(),
-                state: Bytes::from(bytes),
-            };
-            if let Err(error) = store.save_snapshot(snapshot).await {
-                tracing::warn!(%stream, %error, "saving a snapshot failed");
+/// Encodes and saves a snapshot on a task of its own (never on an answer's path).
+fn spawn_snapshot(store: &Arc<dyn EventStore>, pending: PendingSnapshot) {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let PendingSnapshot {
+            stream,
+            version,
+            state,
+            permit,
+        } = pending;
+        let encoded = tokio::task::spawn_blocking(move || postcard::to_allocvec(&state)).await;
+        let bytes = match encoded {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(error)) => {
+                tracing::warn!(%stream, %error, "encoding a snapshot failed");
+                return;
             }
-            drop(permit);
-        });
-    }
+            Err(error) => {
+                tracing::warn!(%stream, %error, "the snapshot task failed");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            stream: stream.clone(),
+            version,
+            schema: STATE_SCHEMA.to_owned(),
+            state: Bytes::from(bytes),
+        };
+        if let Err(error) = store.save_snapshot(snapshot).await {
+            tracing::warn!(%stream, %error, "saving a snapshot failed");
+        }
+        drop(permit);
+    });
+}
 
+impl Inner {
     fn put_back(&self, taken: Taken) {
         let Taken { loaded, lens } = taken;
         for (stream, state) in loaded.into_inner() {
@@ -566,12 +608,6 @@ impl Inner {
                     },
                 );
             }
-        }
-    }
-
-    fn drop_cached(&self, streams: &[StreamRef]) {
-        for stream in streams {
-            self.cache.remove(stream);
         }
     }
 
@@ -618,7 +654,14 @@ impl Inner {
         let decision = match decide(command, &taken.loaded, now) {
             Ok(decision) => decision,
             Err(error) => {
+                let streams: Vec<StreamRef> = taken.lens.keys().cloned().collect();
                 self.put_back(taken);
+                drop(locks);
+                if let Some(command_id) = &ctx.command_id
+                    && let Some(first) = self.appended_before(command_id, &streams).await?
+                {
+                    return self.duplicate_outcome(first, &[]).await;
+                }
                 return Err(CommandError::Domain(error).into());
             }
         };
@@ -704,14 +747,21 @@ impl Inner {
                     return Err(error.into());
                 }
             };
+            // Sequenced: from here on the append happens whatever the caller does.
+            let landing = Landing {
+                ticket: Some(ticket),
+                flight: Some(flight),
+                written: written.clone(),
+                cache: Arc::clone(&self.cache),
+                snapshots: std::mem::take(&mut snapshots),
+                store: Arc::clone(&self.store),
+            };
             self.put_back(taken);
             drop(locks);
-            let result = ticket.await;
-            if !matches!(&result, Ok(outcome) if !outcome.duplicate) {
-                self.drop_cached(&written);
-            }
-            drop(flight);
-            result
+            landing.land().await.map(|(outcome, landed)| {
+                snapshots = landed;
+                outcome
+            })
         } else {
             let result = match self.store.submit(request).await {
                 Ok(ticket) => ticket.await,
@@ -731,7 +781,7 @@ impl Inner {
             return self.duplicate_outcome(outcome, &written).await;
         }
         for pending in snapshots {
-            self.spawn_snapshot(pending);
+            spawn_snapshot(&self.store, pending);
         }
         Ok(CommandOutcome {
             position: outcome.last_position,
@@ -741,6 +791,47 @@ impl Inner {
             after,
             duplicate: false,
         })
+    }
+
+    /// The outcome of the append of `command_id`, if one was appended before (module docs, "A
+    /// retried command whose first run was appended").
+    ///
+    /// The store's contract has no lookup by command id, but it has what one needs: a request
+    /// whose command id was appended before writes nothing and answers the first outcome, *even
+    /// if its expected versions are stale*, and a request that conflicts writes nothing and does
+    /// not record its command id. So the question is a request that cannot be written: one
+    /// placeholder event on one of the command's streams, expected at a version no stream can
+    /// have (`u64::MAX`; a stream's version would need `u64::MAX + 1` events). The answer is
+    /// either the first append's outcome (a duplicate) or a conflict (never appended).
+    async fn appended_before(
+        &self,
+        command_id: &str,
+        streams: &[StreamRef],
+    ) -> Result<Option<AppendOutcome>, AttemptError> {
+        let Some(stream) = streams.first() else {
+            return Ok(None);
+        };
+        let probe = AppendRequest {
+            writes: vec![StreamWrite {
+                stream: stream.to_string(),
+                expected: ExpectedVersion::Exact(u64::MAX),
+                events: vec![EventData {
+                    event_id: Uuid::now_v7(),
+                    event_type: "CommandIdLookup".to_owned(),
+                    payload: Bytes::new(),
+                    metadata: Metadata::default(),
+                }],
+            }],
+            command_id: Some(command_id.to_owned()),
+        };
+        match self.store.append(probe).await {
+            Ok(outcome) if outcome.duplicate => Ok(Some(outcome)),
+            Ok(_) => Err(internal(format!(
+                "the command id lookup on {stream} was appended"
+            ))),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(error) => Err(CommandError::Store(error).into()),
+        }
     }
 
     /// The answer to a command whose id was appended before: the first append's events, read
@@ -788,6 +879,76 @@ impl Inner {
             after,
             duplicate: true,
         })
+    }
+}
+
+/// An append that was sequenced and is not yet known to be durable, with what must follow it:
+/// its stripes stay counted as pending until it lands, its streams' cache entries (decided on
+/// it) are dropped if it fails or wrote nothing, and its due snapshots are saved once it is
+/// durable. Dropped before it lands (the caller stopped waiting), it finishes on a task of its
+/// own: a command is never abandoned half-way (module docs, "Cancellation").
+struct Landing {
+    ticket: Option<AppendTicket>,
+    flight: Option<locks::InFlight>,
+    written: Vec<StreamRef>,
+    cache: Arc<StateCache>,
+    /// Saved by the caller, which has the outcome (a duplicate saves none).
+    snapshots: Vec<PendingSnapshot>,
+    store: Arc<dyn EventStore>,
+}
+
+impl Landing {
+    /// Waits until the append is durable (or failed); the snapshots go back to the caller.
+    async fn land(mut self) -> Result<(AppendOutcome, Vec<PendingSnapshot>), StoreError> {
+        let Some(ticket) = self.ticket.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let result = ticket.await;
+        self.ticket = None;
+        settle(&self.cache, &self.written, &result);
+        self.flight = None;
+        result.map(|outcome| (outcome, std::mem::take(&mut self.snapshots)))
+    }
+}
+
+/// Drops the cache entries of an append's streams unless it was durably written.
+fn settle(cache: &StateCache, written: &[StreamRef], result: &Result<AppendOutcome, StoreError>) {
+    if !matches!(result, Ok(outcome) if !outcome.duplicate) {
+        for stream in written {
+            cache.remove(stream);
+        }
+    }
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let flight = self.flight.take();
+        let written = std::mem::take(&mut self.written);
+        let cache = Arc::clone(&self.cache);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime (it is shutting down): nothing can wait for the append any more. Its
+            // cache entries may be wrong; the pending count must not stay up forever.
+            for stream in &written {
+                cache.remove(stream);
+            }
+            drop(flight);
+            return;
+        };
+        let snapshots = std::mem::take(&mut self.snapshots);
+        let store = Arc::clone(&self.store);
+        runtime.spawn(async move {
+            let result = ticket.await;
+            settle(&cache, &written, &result);
+            drop(flight);
+            if matches!(&result, Ok(outcome) if !outcome.duplicate) {
+                for pending in snapshots {
+                    spawn_snapshot(&store, pending);
+                }
+            }
+        });
     }
 }
 

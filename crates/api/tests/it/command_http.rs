@@ -1,6 +1,7 @@
 //! The command API end to end: a real server (`emporium_api::testing::TestServer`, the code path
 //! of `emporium serve`) on an ephemeral port, through reqwest, on both stores.
 
+use emporium_api::node::NodeConfig;
 use emporium_api::testing::TestServer;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -679,6 +680,87 @@ on_both_stores!(
     an_idempotent_retry_is_applied_once_postgres,
     an_idempotent_retry_is_applied_once
 );
+
+/// A retry that the idempotency layer lets through (its record expired: the layer keeps records
+/// for a while, not forever) but that names the same client-chosen order id under the same
+/// `Idempotency-Key` gets the first answer, not `order-already-exists`.
+async fn a_retry_past_the_idempotency_layer_answers_the_first_order(server: &TestServer) {
+    let c = Client::new(server);
+    c.create_product("A", 100).await.ok(201);
+    c.receive("A", "berlin", 5).await.ok(200);
+    let order_id = uuid::Uuid::now_v7().to_string();
+    let order = json!({
+        "order_id": order_id,
+        "customer_id": "c",
+        "lines": [{"sku": "A", "quantity": 2}]
+    });
+    let placed = c
+        .send(
+            reqwest::Method::POST,
+            "/v1/orders",
+            Some(&order),
+            Some("o-1"),
+        )
+        .await;
+    placed.ok(201);
+    let head = server.event_store.head().await.unwrap();
+
+    let retried = c
+        .send(
+            reqwest::Method::POST,
+            "/v1/orders",
+            Some(&order),
+            Some("o-1"),
+        )
+        .await;
+
+    assert_eq!(
+        retried.header("idempotent-replayed"),
+        None,
+        "past the layer"
+    );
+    assert_eq!(retried.ok(201), &placed.body);
+    assert_eq!(retried.header("location"), placed.header("location"));
+    assert_eq!(
+        retried.header("emporium-position"),
+        placed.header("emporium-position")
+    );
+    assert_eq!(
+        server.event_store.head().await.unwrap(),
+        head,
+        "placed once"
+    );
+    // Without the key it is another command, for an order that exists.
+    c.send(reqwest::Method::POST, "/v1/orders", Some(&order), None)
+        .await
+        .problem(409, "order-already-exists");
+    assert_eq!(server.event_store.head().await.unwrap(), head);
+}
+
+/// A node whose idempotency records expire as soon as they are written.
+fn forgetful(mut config: NodeConfig) -> NodeConfig {
+    config.http.idempotency.ttl = std::time::Duration::ZERO;
+    config
+}
+
+#[tokio::test]
+async fn a_retry_past_the_idempotency_layer_answers_the_first_order_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(forgetful(NodeConfig::embedded(dir.path()))).await;
+    a_retry_past_the_idempotency_layer_answers_the_first_order(&server).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retry_past_the_idempotency_layer_answers_the_first_order_postgres() {
+    let Some(db) = pg_database().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(forgetful(NodeConfig::postgres(&db.url, dir.path()))).await;
+    a_retry_past_the_idempotency_layer_answers_the_first_order(&server).await;
+    server.shutdown().await;
+}
 
 #[tokio::test]
 async fn the_openapi_document_has_every_command_route() {

@@ -449,6 +449,69 @@ async fn a_command_id_appended_before_answers_the_first_append() {
     assert_eq!(world.store.head().await.unwrap(), first.position);
 }
 
+/// A retry of a `PlaceOrder` with the same command id (past the HTTP idempotency layer) is
+/// answered with the first append, not rejected because its order now exists; a new command
+/// with another id that names the same order is still rejected.
+async fn a_retried_order_with_its_command_id_answers_the_first_append(store: Arc<dyn EventStore>) {
+    let service = CommandService::with_clock(
+        store,
+        CommandConfig::default(),
+        Arc::new(ManualClock::new(T0)),
+    );
+    let given = |command| service.execute(command, CommandContext::default());
+    given(product("A", 100)).await.unwrap();
+    given(receive("A", "berlin", 5)).await.unwrap();
+    let ctx = CommandContext {
+        command_id: Some("idem-order".into()),
+        ..CommandContext::default()
+    };
+    let id = order_id();
+    let first = service
+        .execute(place(id, &[("A", 2)]), ctx.clone())
+        .await
+        .unwrap();
+
+    let again = service.execute(place(id, &[("A", 2)]), ctx).await.unwrap();
+
+    assert!(again.duplicate);
+    assert_eq!(again.position, first.position);
+    assert_eq!(again.events, first.events);
+    assert_eq!(again.after.orders, first.after.orders);
+    assert_eq!(levels(&again, "A"), (5, 2), "reserved once");
+    assert_eq!(service.store().head().await.unwrap(), first.position);
+
+    let other = CommandContext {
+        command_id: Some("idem-other".into()),
+        ..CommandContext::default()
+    };
+    then_rejected(
+        service.execute(place(id, &[("A", 2)]), other).await,
+        "order-already-exists",
+    );
+    then_rejected(given(place(id, &[("A", 2)])).await, "order-already-exists");
+    assert_eq!(service.store().head().await.unwrap(), first.position);
+}
+
+#[tokio::test]
+async fn a_retried_order_with_its_command_id_answers_the_first_append_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    a_retried_order_with_its_command_id_answers_the_first_append(store).await;
+}
+
+#[tokio::test]
+async fn a_retried_order_with_its_command_id_answers_the_first_append_postgres() {
+    let Some(db) = pg_database().await else {
+        return;
+    };
+    let store: Arc<dyn EventStore> = Arc::new(
+        emporium_eventstore::PostgresStore::connect(&db.url)
+            .await
+            .unwrap(),
+    );
+    a_retried_order_with_its_command_id_answers_the_first_append(store).await;
+}
+
 /// Two services on one store: the second's cache goes stale when the first writes.
 async fn conflict_is_retried_with_fresh_state(store: Arc<dyn EventStore>) {
     // Another node writes too: no early lock release.
