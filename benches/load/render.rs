@@ -559,7 +559,9 @@ fn large(out: &mut String, scenario: &str, lines: Vec<&Value>) {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
             system_name(name),
-            at.trim_end_matches(" events"),
+            at.trim_end_matches(" events")
+                .parse::<f64>()
+                .map_or_else(|_| at.to_owned(), rate),
             rate(v["per_second"].as_f64().unwrap_or(0.0)),
             ms(o["p50_ms"].as_f64()),
             ms(o["p99_ms"].as_f64()),
