@@ -224,6 +224,9 @@ pub struct ReplayArgs {
     /// The state as it was at this time (RFC 3339).
     #[arg(long)]
     pub as_of: Option<String>,
+    /// Print on standard error how long opening the store and the replay itself took.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Debug, Args)]

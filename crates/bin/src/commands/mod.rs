@@ -79,6 +79,25 @@ pub async fn open_event_store(args: &StoreArgs, create: bool) -> anyhow::Result<
     Ok(OpenStore::Embedded(store))
 }
 
+/// The event store named by the flags, for reading only: PostgreSQL with `--database-url`, else
+/// the embedded store of the data directory opened with `EmbeddedStore::open_read_only`, which
+/// takes no lock, starts no writer and writes nothing in the directory (no torn tail truncated,
+/// no index file written), so `replay`, `export` and `verify` leave the data directory as they
+/// found it and may run beside a server that has it open.
+pub async fn open_event_store_read_only(args: &StoreArgs) -> anyhow::Result<OpenStore> {
+    if args.database_url.is_some() {
+        return open_event_store(args, false).await;
+    }
+    require_log(&args.data_dir)?;
+    let dir = event_store_dir(&args.data_dir);
+    let shown = dir.display().to_string();
+    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_read_only(dir))
+        .await
+        .context("opening the event store")?
+        .with_context(|| format!("opening the event store in {shown} for reading"))?;
+    Ok(OpenStore::Embedded(store))
+}
+
 /// An open event store, closed explicitly so that its files are released before exit.
 pub enum OpenStore {
     Embedded(EmbeddedStore),

@@ -14,10 +14,18 @@
 //! - **Projections**, when the data directory has them: each read model compared with a fresh
 //!   fold of the log (`verify_projections`); skipped when the log itself has findings.
 //!
+//! Strictly read-only: verify writes nothing in the data directory. The log is scanned with
+//! `scan_log` and opened with `open_read_only` (no lock, no truncated tail, no index file). The
+//! projections are brought to the head before the comparison (opening them lets their runners
+//! apply what they have not yet applied), so they are compared as a copy in a temporary
+//! directory (`TMPDIR`): the data directory's own read models, checkpoints and `CURRENT`
+//! pointers stay as they were, and a server that has them open is not disturbed.
+//!
 //! Exits non-zero (one line on stderr) after printing the report when anything is found.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use anyhow::Context;
 use emporium_domain::order::OrderEvent;
@@ -29,7 +37,7 @@ use emporium_domain::{
 use emporium_eventstore::{EventRef, ReadFilter, ScanOptions, ScanReport};
 use serde::Serialize;
 
-use super::{open_event_store, progress, require_log};
+use super::{open_event_store, open_event_store_read_only, progress, require_log};
 use crate::cli::{StoreArgs, VerifyArgs};
 
 /// Findings described in full; beyond this they are only counted.
@@ -425,9 +433,8 @@ pub async fn run(store_args: &StoreArgs, args: VerifyArgs) -> anyhow::Result<()>
     } else if !super::verify_projections::has_projections(&store_args.data_dir) {
         "skipped (no projections)".to_owned()
     } else {
-        let store = open_event_store(store_args, false).await?;
-        let compared =
-            super::verify_projections::compare(store.shared(), &store_args.data_dir).await;
+        let store = open_event_store_read_only(store_args).await?;
+        let compared = compare_copy(store.shared(), &store_args.data_dir).await;
         store.close().await;
         let differences = compared.context("comparing the projections with a fresh fold")?;
         if differences.is_empty() {
@@ -464,6 +471,35 @@ pub async fn run(store_args: &StoreArgs, args: VerifyArgs) -> anyhow::Result<()>
             if report.findings_total == 1 { "" } else { "s" }
         )
     }
+}
+
+/// Compares a copy of the data directory's projections with a fresh fold (see the module docs:
+/// catching up must not write in the data directory).
+async fn compare_copy(
+    store: std::sync::Arc<dyn emporium_eventstore::EventStore>,
+    data_dir: &Path,
+) -> anyhow::Result<Vec<super::verify_projections::Difference>> {
+    let copy = tempfile::tempdir().context("creating a temporary directory for the projections")?;
+    let from = data_dir.join("projections");
+    let to = copy.path().join("projections");
+    tokio::task::block_in_place(|| copy_tree(&from, &to))
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    super::verify_projections::compare(store, copy.path()).await
+}
+
+/// Copies the directory `from` (files and subdirectories) to `to`.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 fn print_text(report: &Report) {

@@ -68,3 +68,31 @@ fn a_bad_stream_or_version_is_one_clear_error() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn a_time_before_the_first_event_is_the_initial_state_and_timings_are_on_stderr() {
+    let dir = &seeded().dir;
+    let events = all_events(dir);
+    let first = &events[0];
+    let stream = first["stream"].as_str().unwrap();
+    let output = run(
+        dir,
+        &[
+            "replay",
+            stream,
+            "--as-of",
+            "2000-01-01T00:00:00Z",
+            "--timings",
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let replayed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(replayed["version"], Value::Null, "{replayed}");
+    assert_eq!(
+        replayed["current_version"],
+        events.iter().filter(|e| e["stream"] == stream).count() as u64 - 1
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("opened the event store in "), "{stderr}");
+    assert!(stderr.contains("; replayed in "), "{stderr}");
+}
