@@ -3,18 +3,21 @@
 //! ```text
 //! DIR/LOCK                       held (flock) while a process has the store open
 //! DIR/log/00000000000000000001.seg   segments, named by the position of their first event
+//! DIR/log/00000000000000000001.idx   the persisted index of a sealed segment (`segindex.rs`)
 //! DIR/snapshots/<hash>.snap      the latest snapshot of each stream
 //! ```
 //!
 //! Each append batch is one checksummed frame (`frame.rs`); one writer thread owns the tail
-//! (`writer.rs`); the index of streams, frames and command ids lives in memory and is rebuilt by
-//! scanning the segments on open (`recovery.rs`); the payloads of the most recent frames stay in
+//! (`writer.rs`); the index of streams, frames and command ids lives in memory (`index.rs`) and is
+//! rebuilt on open from the persisted index of each sealed segment and a scan of the tail segment
+//! (`recovery.rs`); the payloads of the most recent frames stay in
 //! memory so that hot reads and live subscribers do not touch the disk.
 
 mod index;
 mod read;
 mod recovery;
 pub(crate) mod scan;
+mod segindex;
 mod snapshots;
 mod writer;
 
@@ -28,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::index::Index;
+use self::recovery::Mode;
 use self::writer::{Command, Limits, Writer};
 use crate::follow::{self, Scan, Source};
 use crate::{
@@ -74,9 +78,18 @@ pub(crate) struct Shared {
     /// The durable head, for live subscribers.
     pub head_tx: watch::Sender<Position>,
     poison: Mutex<Option<String>>,
+    /// Threads writing the index of a segment just sealed; `close` waits for them.
+    indexers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Shared {
+    /// Writes the index of the sealed segment `path` in the background (`segindex.rs`).
+    pub fn index_sealed(&self, path: PathBuf) {
+        let mut indexers = self.indexers.lock();
+        indexers.retain(|h| !h.is_finished());
+        indexers.extend(segindex::index_sealed_in_background(path));
+    }
+
     pub fn poisoned(&self) -> Option<String> {
         self.poison.lock().clone()
     }
@@ -93,6 +106,8 @@ struct Inner {
     snapshot_lock: Mutex<()>,
     writer: Mutex<Option<JoinHandle<()>>>,
     subscription_batch_max: usize,
+    /// Opened with [`EmbeddedStore::open_read_only`].
+    read_only: bool,
 }
 
 /// The embedded event store. Cheap to clone; every clone is the same store.
@@ -115,15 +130,17 @@ impl EmbeddedStore {
         Self::open_with(EmbeddedConfig::new(dir))
     }
 
-    /// Opens (or creates) the store: scans the log, truncates a torn tail, refuses a damaged
-    /// middle ([`StoreError::Corrupt`]), and starts the writer thread. Blocking: it reads the
-    /// whole log.
+    /// Opens (or creates) the store: rebuilds the index (from the sealed segments' index files and
+    /// a scan of the tail segment), truncates a torn tail, refuses a damaged middle
+    /// ([`StoreError::Corrupt`]), and starts the writer thread. Blocking: it reads the index
+    /// files and the tail segment (and scans any sealed segment without a sound index file).
     pub fn open_with(config: EmbeddedConfig) -> Result<Self, StoreError> {
         let log_dir = config.dir.join("log");
         let snapshots_dir = config.dir.join("snapshots");
         std::fs::create_dir_all(&log_dir)?;
         std::fs::create_dir_all(&snapshots_dir)?;
         let dir_lock = lock_dir(&config.dir)?;
+        segindex::remove_leftovers(&log_dir);
 
         let mut paths = recovery::list_segments(&log_dir)?;
         if paths.is_empty() {
@@ -132,7 +149,7 @@ impl EmbeddedStore {
             writer::sync_dir(&log_dir)?;
             paths.push(path);
         }
-        let recovered = recovery::recover(&paths, config.cache_bytes_max)?;
+        let recovered = recovery::recover(&paths, config.cache_bytes_max, Mode::Writable)?;
         let index = recovered.index;
         let head = index.head;
         let tail_no = index.segments.len() - 1;
@@ -140,7 +157,7 @@ impl EmbeddedStore {
         tracing::info!(
             dir = %config.dir.display(),
             head,
-            streams = index.streams.len(),
+            streams = index.stream_count(),
             segments = index.segments.len(),
             "event log opened"
         );
@@ -150,6 +167,7 @@ impl EmbeddedStore {
             index: RwLock::new(index),
             head_tx,
             poison: Mutex::new(None),
+            indexers: Mutex::new(Vec::new()),
         });
         let (tx, rx) = mpsc::channel(config.queue_appends_max.max(1));
         let writer = Writer {
@@ -178,12 +196,62 @@ impl EmbeddedStore {
                 snapshot_lock: Mutex::new(()),
                 writer: Mutex::new(Some(handle)),
                 subscription_batch_max: config.subscription_batch_max,
+                read_only: false,
             }),
         })
     }
 
+    /// Opens the store in `dir` for reading only, for tools (`emporium replay`, `events export`)
+    /// that may run while a server has the store open: it takes no lock, starts no writer,
+    /// writes nothing (a torn tail is left as it is, which may be an append in progress; a
+    /// sealed segment without its index file is scanned but not indexed on disk), and sees the
+    /// log as it was when opened (`head` does not move; a subscription ends its catch-up there).
+    /// Appends and snapshot saves fail. Blocking, like [`EmbeddedStore::open`].
+    pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let config = EmbeddedConfig::new(dir);
+        let log_dir = config.dir.join("log");
+        let paths = recovery::list_segments(&log_dir)?;
+        if paths.is_empty() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no event log in {}", config.dir.display()),
+            )));
+        }
+        let index = recovery::recover(&paths, config.cache_bytes_max, Mode::ReadOnly)?.index;
+        let (head_tx, _) = watch::channel(index.head);
+        let shared = Arc::new(Shared {
+            index: RwLock::new(index),
+            head_tx,
+            poison: Mutex::new(None),
+            indexers: Mutex::new(Vec::new()),
+        });
+        // No writer: the receiver is dropped, so nothing can be queued.
+        let (tx, _) = mpsc::channel(1);
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                snapshots_dir: config.dir.join("snapshots"),
+                snapshot_lock: Mutex::new(()),
+                writer: Mutex::new(None),
+                subscription_batch_max: config.subscription_batch_max,
+                read_only: true,
+            }),
+        })
+    }
+
+    fn refuse_if_read_only(&self) -> Result<(), StoreError> {
+        if self.inner.read_only {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the event store is open read-only",
+            )));
+        }
+        Ok(())
+    }
+
     /// Stops the writer after the appends already queued, and waits until it has released the
-    /// files, so the directory can be opened again. Later appends fail with
+    /// files (and any sealed segment's index is written), so the directory can be opened again. Later appends fail with
     /// [`StoreError::Closed`]; reads keep working.
     pub async fn close(&self) {
         let (reply, done) = oneshot::channel();
@@ -193,6 +261,16 @@ impl EmbeddedStore {
         let handle = self.inner.writer.lock().take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        // The writer is stopped, so no new indexer starts.
+        let indexers = std::mem::take(&mut *self.inner.shared.indexers.lock());
+        if !indexers.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || {
+                for indexer in indexers {
+                    let _ = indexer.join();
+                }
+            })
+            .await;
         }
     }
 }
@@ -275,6 +353,7 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn submit(&self, request: AppendRequest) -> Result<AppendTicket, StoreError> {
+        self.refuse_if_read_only()?;
         validate_request(&request)?;
         if let Some(reason) = self.inner.shared.poisoned() {
             return Err(writer::poisoned_error(&reason));
@@ -355,6 +434,7 @@ impl EventStore for EmbeddedStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        self.refuse_if_read_only()?;
         let inner = self.inner.clone();
         blocking(move || {
             let _serialized = inner.snapshot_lock.lock();

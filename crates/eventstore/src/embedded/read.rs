@@ -54,15 +54,15 @@ pub(crate) fn plan_log(index: &Index, after: Position, events_max: usize) -> Pla
     let mut frames = Vec::new();
     if let Some(first) = index.frame_of(after.saturating_add(1)) {
         let mut events = 0usize;
-        for frame_no in first..index.frames.len() {
+        for frame_no in first..index.frame_count() {
             if events >= events_max {
                 break;
             }
-            let Some(source) = index.source(frame_no) else {
+            let (Some(source), Some(loc)) = (index.source(frame_no), index.frame(frame_no)) else {
                 break;
             };
             frames.push(source);
-            events += index.frames[frame_no].count as usize;
+            events += loc.count as usize;
         }
     }
     Plan {
@@ -104,25 +104,19 @@ pub(crate) fn decode_log(
 /// The frames holding `stream`'s versions `from..from + limit`, deduplicated.
 pub(crate) fn plan_stream(index: &Index, stream: &str, from: StreamVersion, limit: usize) -> Plan {
     let mut frames = Vec::new();
-    if let Some(positions) = index.streams.get(stream) {
-        let start = usize::try_from(from)
-            .unwrap_or(usize::MAX)
-            .min(positions.len());
-        let end = start.saturating_add(limit).min(positions.len());
-        let mut last_frame = None;
-        for &position in &positions[start..end] {
-            let Some(frame_no) = index.frame_of(position) else {
-                break;
-            };
-            if last_frame == Some(frame_no) {
-                continue;
-            }
-            last_frame = Some(frame_no);
-            let Some(source) = index.source(frame_no) else {
-                break;
-            };
-            frames.push(source);
+    let mut last_frame = None;
+    for position in index.stream_positions(stream, from, limit) {
+        let Some(frame_no) = index.frame_of(position) else {
+            break;
+        };
+        if last_frame == Some(frame_no) {
+            continue;
         }
+        last_frame = Some(frame_no);
+        let Some(source) = index.source(frame_no) else {
+            break;
+        };
+        frames.push(source);
     }
     Plan {
         frames,

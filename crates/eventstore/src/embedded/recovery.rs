@@ -1,5 +1,6 @@
-//! Opening the log: scan every segment, rebuild the index, truncate a torn tail, refuse damage in
-//! the middle of the log.
+//! Opening the log: rebuild the index from the persisted index of each sealed segment (scanning a
+//! segment whose index is missing or unsound, `segindex.rs`) and a scan of the tail segment;
+//! truncate a torn tail, refuse damage in the middle of the log.
 //!
 //! A torn tail and mid-log damage are told apart by the `group_start` of the frames that follow a
 //! bad one: the writer writes a group only after the previous group was fsynced, so a valid frame
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::index::{FrameLoc, Index, Segment};
+use super::segindex;
 use crate::frame::{self, FrameView, HEADER_LEN};
 use crate::{Position, StoreError};
 
@@ -50,18 +52,104 @@ pub(crate) fn open_segment(path: &Path, create: bool) -> Result<File, StoreError
         .open(path)?)
 }
 
-/// Scans `paths` (sorted, at least one) into an index.
-pub(crate) fn recover(paths: &[PathBuf], cache_bytes_max: usize) -> Result<Recovered, StoreError> {
+/// How the store is opened: by the one process that writes (takes the lock, truncates a torn
+/// tail, writes missing segment indexes), or read-only beside it (changes nothing on disk, and
+/// takes a torn tail, which may be a write in progress, as the end of the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Writable,
+    ReadOnly,
+}
+
+/// Why recovery failed: the log itself, or a segment index that passed its checks but does not
+/// fit the log (then recovery runs again without trusting any index file).
+enum Failure {
+    Log(StoreError),
+    Index(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Log(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Log(e.into())
+    }
+}
+
+/// Rebuilds the index of the segments `paths` (sorted, at least one): each sealed segment from its
+/// persisted index (`segindex.rs`) when it has a sound one, else by scanning it; the last segment
+/// always by scanning.
+pub(crate) fn recover(
+    paths: &[PathBuf],
+    cache_bytes_max: usize,
+    mode: Mode,
+) -> Result<Recovered, StoreError> {
+    match recover_with(paths, cache_bytes_max, mode, true) {
+        Ok(recovered) => Ok(recovered),
+        Err(Failure::Log(e)) => Err(e),
+        Err(Failure::Index(e)) => {
+            tracing::warn!(error = %e, "a segment index does not fit the log; scanning every segment");
+            recover_with(paths, cache_bytes_max, mode, false).map_err(|f| match f {
+                Failure::Log(e) | Failure::Index(e) => e,
+            })
+        }
+    }
+}
+
+fn recover_with(
+    paths: &[PathBuf],
+    cache_bytes_max: usize,
+    mode: Mode,
+    trust_indexes: bool,
+) -> Result<Recovered, Failure> {
     let mut index = Index::new(cache_bytes_max);
     let mut tail_len = 0;
     let mut tail: Option<(Bytes, usize)> = None;
     for (segment_no, path) in paths.iter().enumerate() {
         let is_last = segment_no + 1 == paths.len();
-        let file = open_segment(path, false)?;
+        let file = match mode {
+            Mode::Writable => open_segment(path, false)?,
+            Mode::ReadOnly => File::open(path)?,
+        };
+        if !is_last {
+            let segment = u32::try_from(segment_no).map_err(|_| StoreError::Corrupt {
+                file: path.display().to_string(),
+                offset: 0,
+                reason: "too many segments".into(),
+            })?;
+            let loaded = if trust_indexes {
+                segindex::load(path, &file)
+            } else {
+                None
+            };
+            match loaded {
+                Some(bytes) => {
+                    segindex::apply(&mut index, segment, path, &bytes).map_err(Failure::Index)?
+                }
+                None => {
+                    let bytes = segindex::build(path, &file)?;
+                    segindex::apply(&mut index, segment, path, &bytes)?;
+                    if mode == Mode::Writable
+                        && let Err(e) = segindex::write(path, &bytes)
+                    {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot write a segment index");
+                    }
+                }
+            }
+            index.segments.push(Segment {
+                path: Arc::from(path.as_path()),
+                file: Arc::new(file),
+            });
+            continue;
+        }
         let data = Bytes::from(std::fs::read(path)?);
-        let frames_before = index.frames.len();
-        let good_len = scan_segment(&mut index, path, &data, segment_no, is_last)?;
-        if good_len < data.len() {
+        let frames_before = index.frame_count();
+        let good_len = scan_segment(&mut index, path, &data, segment_no)?;
+        if good_len < data.len() && mode == Mode::Writable {
             tracing::warn!(
                 file = %path.display(),
                 offset = good_len,
@@ -75,10 +163,8 @@ pub(crate) fn recover(paths: &[PathBuf], cache_bytes_max: usize) -> Result<Recov
             path: Arc::from(path.as_path()),
             file: Arc::new(file),
         });
-        if is_last {
-            tail_len = good_len as u64;
-            tail = Some((data.slice(..good_len), frames_before));
-        }
+        tail_len = good_len as u64;
+        tail = Some((data.slice(..good_len), frames_before));
     }
     if let Some((data, first_frame)) = tail {
         warm_cache(&mut index, &data, first_frame);
@@ -86,13 +172,12 @@ pub(crate) fn recover(paths: &[PathBuf], cache_bytes_max: usize) -> Result<Recov
     Ok(Recovered { index, tail_len })
 }
 
-/// Scans one segment into `index`; returns the length of its valid prefix.
+/// Scans the tail segment into `index`; returns the length of its valid prefix.
 fn scan_segment(
     index: &mut Index,
     path: &Path,
     data: &[u8],
     segment_no: usize,
-    is_last: bool,
 ) -> Result<usize, StoreError> {
     let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
         file: path.display().to_string(),
@@ -105,9 +190,9 @@ fn scan_segment(
         let checked = match frame::check(&data[offset..]) {
             Ok(checked) => checked,
             Err(reason) => {
-                if !is_last {
-                    return Err(corrupt(offset, reason.to_owned()));
-                }
+                // Only the tail segment is scanned (sealed ones were built by `segindex::build`,
+                // which refuses any bad frame). Read-only beside a running writer, the group being
+                // written shows as a torn tail, never followed by a later group.
                 if let Some(later) = later_group_frame(data, offset) {
                     return Err(corrupt(
                         offset,
@@ -183,9 +268,11 @@ fn later_group_frame(data: &[u8], bad: usize) -> Option<usize> {
 fn warm_cache(index: &mut Index, data: &Bytes, first_frame: usize) {
     let budget = index.cache.bytes_max();
     let mut bytes = 0;
-    let mut start = index.frames.len();
+    let mut start = index.frame_count();
     while start > first_frame {
-        let loc = index.frames[start - 1];
+        let Some(loc) = index.frame(start - 1) else {
+            break;
+        };
         if bytes + loc.len as usize > budget {
             break;
         }
@@ -193,7 +280,10 @@ fn warm_cache(index: &mut Index, data: &Bytes, first_frame: usize) {
         start -= 1;
     }
     index.cache = super::index::FrameCache::new(budget, start);
-    for loc in &index.frames[start..] {
+    let locs: Vec<FrameLoc> = (start..index.frame_count())
+        .filter_map(|i| index.frame(i))
+        .collect();
+    for loc in locs {
         let from = loc.offset as usize + HEADER_LEN;
         index.cache.push(data.slice(from..from + loc.len as usize));
     }

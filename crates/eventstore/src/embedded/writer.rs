@@ -292,6 +292,9 @@ impl Writer {
         sync_dir(&self.log_dir)?;
         let file = Arc::new(file);
         let mut index = self.shared.index.write();
+        if let Some(sealed) = index.segments.last() {
+            self.shared.index_sealed(sealed.path.to_path_buf());
+        }
         self.tail_no = u32::try_from(index.segments.len()).map_err(std::io::Error::other)?;
         index.segments.push(Segment {
             path: Arc::from(path.as_path()),
@@ -346,29 +349,24 @@ fn publish(
     }
 }
 
-/// The outcome of the earlier append of `command_id`, if there was one.
+/// The outcome of the earlier append of `command_id`, if there was one. The index knows the
+/// frames whose command id has the same hash; the frame itself confirms the id.
 fn find_command(index: &Index, command_id: &str) -> Result<Option<AppendOutcome>, StoreError> {
-    let Some(position) = index.command_frame(command_id) else {
-        return Ok(None);
-    };
-    let Some(frame_no) = index.frame_of(position) else {
-        return Ok(None);
-    };
-    let Some(source) = index.source(frame_no) else {
-        return Ok(None);
-    };
-    let payload = super::read::load(source)?;
-    let view = FrameView::parse(&payload).map_err(|e| StoreError::Corrupt {
-        file: "(index)".into(),
-        offset: 0,
-        reason: e.0.into(),
-    })?;
-    if view.command_id != Some(command_id) {
-        // A 128-bit hash collision: treat the id as new.
-        tracing::warn!(command_id, "command id hash collision");
-        return Ok(None);
+    for position in index.command_frames(command_id) {
+        let Some(source) = index.frame_of(position).and_then(|f| index.source(f)) else {
+            continue;
+        };
+        let payload = super::read::load(source)?;
+        let view = FrameView::parse(&payload).map_err(|e| StoreError::Corrupt {
+            file: "(index)".into(),
+            offset: 0,
+            reason: e.0.into(),
+        })?;
+        if view.command_id == Some(command_id) {
+            return Ok(Some(view.outcome(true)));
+        }
     }
-    Ok(Some(view.outcome(true)))
+    Ok(None)
 }
 
 fn approx_len(request: &AppendRequest) -> usize {

@@ -347,3 +347,137 @@ async fn acknowledged_appends_survive_sigkill() {
     eprintln!("{} acknowledged appends over {RUNS} kills", acked.len());
     assert!(acked.len() as u64 >= RUNS);
 }
+
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// What a store answers: the whole log, one stream, some stream versions.
+async fn answers(store: &EmbeddedStore) -> (Vec<RecordedEvent>, Vec<RecordedEvent>, Vec<u64>) {
+    let hot = store.read_stream("stock-hot", 0, usize::MAX).await.unwrap();
+    let mut versions = Vec::new();
+    for i in 0..60 {
+        let v = store.stream_version(&format!("order-{i}")).await.unwrap();
+        versions.push(v.unwrap());
+    }
+    (everything(store).await, hot, versions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_segments_open_from_their_index_files_and_bad_ones_are_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        segment_bytes_max: 4 << 10,
+        ..EmbeddedConfig::new(tmp.path())
+    };
+    let store = EmbeddedStore::open_with(config.clone()).unwrap();
+    crate::embedded::fill(&store, 60).await;
+    let expected = answers(&store).await;
+    store.close().await;
+    let segs = segments(tmp.path());
+    let indexes = index_files(tmp.path());
+    // Every sealed segment got its index when it was sealed; the tail has none.
+    assert_eq!(indexes.len(), segs.len() - 1);
+    let originals: Vec<Vec<u8>> = indexes.iter().map(|p| std::fs::read(p).unwrap()).collect();
+
+    // Opened from the index files: the same answers, and old command ids are still known.
+    let store = EmbeddedStore::open_with(config.clone()).unwrap();
+    assert_eq!(answers(&store).await, expected);
+    let again = with_command(
+        request(vec![write("order-3", ExpectedVersion::NoStream, 2)]),
+        "cmd-3",
+    );
+    let outcome = store.append(again).await.unwrap();
+    assert!(outcome.duplicate);
+    assert_eq!(store.head().await.unwrap(), 180);
+    store.close().await;
+
+    // Each kind of bad index file: the segment is scanned instead, the answers are the same, and
+    // the index file is written again, whole.
+    let victim = &indexes[0];
+    let damages: Vec<(&str, Box<dyn Fn()>)> = vec![
+        (
+            "missing",
+            Box::new(|| std::fs::remove_file(victim).unwrap()),
+        ),
+        ("empty", Box::new(|| std::fs::write(victim, b"").unwrap())),
+        (
+            "truncated",
+            Box::new(|| {
+                let bytes = std::fs::read(victim).unwrap();
+                std::fs::write(victim, &bytes[..bytes.len() / 2]).unwrap();
+            }),
+        ),
+        (
+            "flipped byte",
+            Box::new(|| {
+                let mut bytes = std::fs::read(victim).unwrap();
+                let at = bytes.len() / 2;
+                bytes[at] ^= 0x20;
+                std::fs::write(victim, &bytes).unwrap();
+            }),
+        ),
+        (
+            "another segment's",
+            Box::new(|| {
+                std::fs::copy(&indexes[1], victim).unwrap();
+            }),
+        ),
+    ];
+    for (what, damage) in &damages {
+        damage();
+        // A temporary file of an index write that a crash interrupted is cleared away too.
+        let leftover = segs[0].with_extension("idx.1.2.tmp");
+        std::fs::write(&leftover, b"partial").unwrap();
+        let store = EmbeddedStore::open_with(config.clone()).unwrap();
+        assert_eq!(answers(&store).await, expected, "{what}");
+        store.close().await;
+        assert_eq!(&std::fs::read(victim).unwrap(), &originals[0], "{what}");
+        assert!(!leftover.exists(), "{what}");
+    }
+
+    // The read-only open answers the same from the same files.
+    let reader = EmbeddedStore::open_read_only(tmp.path()).unwrap();
+    assert_eq!(answers(&reader).await, expected);
+    reader.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_inside_an_indexed_segment_is_found_when_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        segment_bytes_max: 4 << 10,
+        cache_bytes_max: 0,
+        ..EmbeddedConfig::new(tmp.path())
+    };
+    let store = EmbeddedStore::open_with(config.clone()).unwrap();
+    crate::embedded::fill(&store, 60).await;
+    store.close().await;
+    let first = &segments(tmp.path())[0];
+    let mut bytes = std::fs::read(first).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(first, &bytes).unwrap();
+
+    // The open does not read the indexed segment, but a read of the damaged frame checks it.
+    let store = EmbeddedStore::open_with(config.clone()).unwrap();
+    match store.read_all(0, &ReadFilter::default(), usize::MAX).await {
+        Err(StoreError::Corrupt { file, .. }) => {
+            assert!(file.ends_with(first.file_name().unwrap().to_str().unwrap()));
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    store.close().await;
+    // Without its index file, the open scans the segment and refuses it.
+    std::fs::remove_file(first.with_extension("idx")).unwrap();
+    assert!(matches!(
+        EmbeddedStore::open_with(config),
+        Err(StoreError::Corrupt { .. })
+    ));
+}

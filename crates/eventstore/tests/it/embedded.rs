@@ -122,3 +122,70 @@ async fn a_directory_is_opened_by_one_store_at_a_time() {
         Err(StoreError::Closed)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_open_reads_beside_the_writer_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(EmbeddedStore::open_read_only(dir.path()).is_err());
+    let store = EmbeddedStore::open_with(small_config(dir.path())).unwrap();
+    fill(&store, 100).await;
+    let hot = store.read_stream("stock-hot", 0, usize::MAX).await.unwrap();
+
+    // While the writer has the directory: no lock is taken, the log is read as it is.
+    let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.head().await.unwrap(), 300);
+    assert_eq!(
+        reader
+            .read_stream("stock-hot", 0, usize::MAX)
+            .await
+            .unwrap(),
+        hot
+    );
+    assert_eq!(reader.stream_version("order-7").await.unwrap(), Some(1));
+    match reader
+        .append(request(vec![write("s", ExpectedVersion::Any, 1)]))
+        .await
+    {
+        Err(StoreError::Io(e)) => assert!(e.to_string().contains("read-only"), "{e}"),
+        other => panic!("expected a read-only error, got {other:?}"),
+    }
+    let snapshot = Snapshot {
+        stream: "stock-hot".into(),
+        version: 1,
+        schema: "Stock.v1".into(),
+        state: Bytes::from_static(b"state"),
+    };
+    assert!(reader.save_snapshot(snapshot).await.is_err());
+    // It sees the log as it was when opened.
+    store
+        .append(request(vec![write("later", ExpectedVersion::Any, 3)]))
+        .await
+        .unwrap();
+    assert_eq!(reader.head().await.unwrap(), 300);
+    reader.close().await;
+    store.close().await;
+
+    // A torn tail is taken as the end of the log and left on disk (it may be a write in progress).
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let tail = segments.last().unwrap();
+    let mut bytes = std::fs::read(tail).unwrap();
+    bytes.extend_from_slice(b"EMPF\x10\0\0\0 half a frame");
+    std::fs::write(tail, &bytes).unwrap();
+    let reader = EmbeddedStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.head().await.unwrap(), 303);
+    assert_eq!(
+        reader
+            .read_all(0, &ReadFilter::default(), usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        303
+    );
+    reader.close().await;
+    assert_eq!(std::fs::metadata(tail).unwrap().len(), bytes.len() as u64);
+}

@@ -1,0 +1,452 @@
+//! The persisted index of a sealed segment (`NNN.idx` beside `NNN.seg`), so that opening a large
+//! log reads a few small files instead of scanning every segment (issue 3: a 10M-event log opens
+//! in seconds). Only the tail segment is still scanned on open.
+//!
+//! An index file is a summary of its segment, derived from the segment alone: it is written when
+//! the segment is sealed (the writer starts a new one; a background thread scans the sealed file),
+//! or on open for a sealed segment that has none. It is never trusted when in doubt: a missing
+//! file, a wrong magic, version or checksum, a segment whose length differs from the one recorded,
+//! or a first or last frame of the segment that does not pass its checksum at the recorded offset,
+//! each make the open scan that segment instead (and write the index again). Damage elsewhere
+//! inside a sealed, indexed segment is found when that frame is read (every read checks the frame's
+//! checksum) and by `emporium verify`, not on open: that is the price of not reading the log.
+//!
+//! ```text
+//! header
+//!   magic           4 bytes "EMPX"
+//!   version         u32 = 1
+//!   segment_len     u64   the segment's length when indexed
+//!   first_position  u64   of the segment's first event (0 if it has no frame)
+//!   end_position    u64   the position after its last event
+//!   frame_count, stream_count, command_count   u32 each
+//! frames    frame_count x (offset u32, first position - first_position u32)
+//! streams   stream_count x (u16 len + name, run_count u32,
+//!                           run_count x (first_version u64, first_position u64, count u32))
+//! commands  command_count x (first_position u64 of its frame, u16 len + command id)
+//! crc       u32   CRC32C of everything before it
+//! ```
+//! Little endian throughout. A stream's runs are in version order: each is one write of a frame.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::index::{FrameLoc, Index};
+use crate::frame::{self, FrameView, HEADER_LEN, MAGIC};
+use crate::{Position, StoreError};
+
+const INDEX_MAGIC: [u8; 4] = *b"EMPX";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 8 + 4 + 4 + 4;
+pub(crate) const INDEX_EXT: &str = "idx";
+
+pub(crate) fn index_path(segment: &Path) -> PathBuf {
+    segment.with_extension(INDEX_EXT)
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        file: path.display().to_string(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// One write of one frame, for a stream.
+struct Run {
+    first_version: u64,
+    first_position: Position,
+    count: u32,
+}
+
+/// Scans a sealed segment (every frame must pass its checks: a segment before the last is
+/// durable as a whole) and encodes its index.
+pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
+    let segment_len = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut frames: Vec<(u32, Position)> = Vec::new();
+    let mut stream_ids: HashMap<String, usize> = HashMap::new();
+    let mut streams: Vec<(String, Vec<Run>)> = Vec::new();
+    let mut commands: Vec<(Position, String)> = Vec::new();
+    let mut first_position = 0;
+    let mut end_position = 0;
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    while offset < segment_len {
+        let bad = |reason: &str| corrupt(path, offset, reason);
+        if segment_len - offset < HEADER_LEN as u64 {
+            return Err(bad("truncated frame header"));
+        }
+        buf.resize(HEADER_LEN, 0);
+        reader.read_exact(&mut buf)?;
+        let len = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+        if buf[0..4] != MAGIC {
+            return Err(bad("bad frame magic"));
+        }
+        if len > frame::PAYLOAD_LEN_MAX || (segment_len - offset) < (HEADER_LEN + len) as u64 {
+            return Err(bad("frame length out of range"));
+        }
+        buf.resize(HEADER_LEN + len, 0);
+        reader.read_exact(&mut buf[HEADER_LEN..])?;
+        frame::check(&buf).map_err(bad)?;
+        let view = FrameView::parse(&buf[HEADER_LEN..]).map_err(|e| bad(e.0))?;
+        if frames.is_empty() {
+            first_position = view.first_position;
+        } else if view.first_position != end_position {
+            return Err(bad(&format!(
+                "batch starts at position {}, expected {end_position}",
+                view.first_position
+            )));
+        }
+        let frame_offset = u32::try_from(offset).map_err(|_| bad("segment too large"))?;
+        frames.push((frame_offset, view.first_position));
+        let mut position = view.first_position;
+        for write in view.writes() {
+            let id = match stream_ids.get(write.stream) {
+                Some(&id) => id,
+                None => {
+                    streams.push((write.stream.to_owned(), Vec::new()));
+                    stream_ids.insert(write.stream.to_owned(), streams.len() - 1);
+                    streams.len() - 1
+                }
+            };
+            streams[id].1.push(Run {
+                first_version: write.first_version,
+                first_position: position,
+                count: write.count,
+            });
+            position += u64::from(write.count);
+        }
+        if let Some(command_id) = view.command_id {
+            commands.push((view.first_position, command_id.to_owned()));
+        }
+        end_position = view.first_position + u64::from(view.event_count);
+        offset += (HEADER_LEN + len) as u64;
+    }
+
+    let mut out = Vec::with_capacity(HEADER_BYTES + frames.len() * 8 + streams.len() * 48);
+    out.extend_from_slice(&INDEX_MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&segment_len.to_le_bytes());
+    out.extend_from_slice(&first_position.to_le_bytes());
+    out.extend_from_slice(&end_position.to_le_bytes());
+    let count = |n: usize| u32::try_from(n).map_err(|_| corrupt(path, 0, "segment too large"));
+    out.extend_from_slice(&count(frames.len())?.to_le_bytes());
+    out.extend_from_slice(&count(streams.len())?.to_le_bytes());
+    out.extend_from_slice(&count(commands.len())?.to_le_bytes());
+    for (offset, first) in &frames {
+        out.extend_from_slice(&offset.to_le_bytes());
+        // A segment is at most about 1 GiB, so it holds fewer than 4G events.
+        out.extend_from_slice(&((first - first_position) as u32).to_le_bytes());
+    }
+    for (name, runs) in &streams {
+        // Stream names are validated short (< 64 KiB) before they are ever written.
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&count(runs.len())?.to_le_bytes());
+        for run in runs {
+            out.extend_from_slice(&run.first_version.to_le_bytes());
+            out.extend_from_slice(&run.first_position.to_le_bytes());
+            out.extend_from_slice(&run.count.to_le_bytes());
+        }
+    }
+    for (first, id) in &commands {
+        out.extend_from_slice(&first.to_le_bytes());
+        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Reads the index file of `segment`, if there is one that passes its checks against the segment
+/// (see the module doc). `None` means: scan the segment.
+pub(crate) fn load(segment: &Path, file: &File) -> Option<Vec<u8>> {
+    let path = index_path(segment);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read a segment index");
+            return None;
+        }
+    };
+    match check(&bytes, file) {
+        Ok(()) => Some(bytes),
+        Err(reason) => {
+            tracing::warn!(
+                file = %path.display(),
+                reason,
+                "ignoring a segment index that fails its checks; scanning the segment"
+            );
+            None
+        }
+    }
+}
+
+fn check(bytes: &[u8], file: &File) -> Result<(), &'static str> {
+    let (body, crc) = bytes
+        .split_last_chunk::<4>()
+        .ok_or("index file too short")?;
+    if body.len() < HEADER_BYTES || body[..4] != INDEX_MAGIC {
+        return Err("not a segment index");
+    }
+    if crc32c::crc32c(body) != u32::from_le_bytes(*crc) {
+        return Err("index checksum mismatch");
+    }
+    let mut r = Reader { buf: body, pos: 4 };
+    if r.u32()? != VERSION {
+        return Err("unknown index version");
+    }
+    let segment_len = r.u64()?;
+    let segment_len_now = file
+        .metadata()
+        .map_err(|_| "cannot stat the segment")?
+        .len();
+    if segment_len != segment_len_now {
+        return Err("the segment's length differs from the index's");
+    }
+    let _first_position = r.u64()?;
+    let _end_position = r.u64()?;
+    let frame_count = r.u32()? as usize;
+    r.pos = HEADER_BYTES;
+    if frame_count == 0 {
+        return if segment_len == 0 {
+            Ok(())
+        } else {
+            Err("no frame indexed in a non-empty segment")
+        };
+    }
+    // The first and the last frame must be where the index says, whole.
+    let first = u64::from(r.u32()?);
+    r.pos = HEADER_BYTES + (frame_count - 1) * 8;
+    let last = u64::from(r.u32()?);
+    if first != 0 {
+        return Err("the first frame is not at offset 0");
+    }
+    for at in [first, last] {
+        let len = segment_len
+            .checked_sub(at)
+            .ok_or("frame offset out of range")?;
+        let len = if at == last {
+            usize::try_from(len).map_err(|_| "frame too large")?
+        } else {
+            HEADER_LEN
+        };
+        if len > frame::PAYLOAD_LEN_MAX + HEADER_LEN || len < HEADER_LEN {
+            return Err("frame length out of range");
+        }
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, at)
+            .map_err(|_| "cannot read the segment")?;
+        if at == first && at != last {
+            // The header's length tells how much to read.
+            let payload = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as usize;
+            if payload > frame::PAYLOAD_LEN_MAX {
+                return Err("frame length out of range");
+            }
+            buf.resize(HEADER_LEN + payload, 0);
+            file.read_exact_at(&mut buf, at)
+                .map_err(|_| "cannot read the segment")?;
+        }
+        let checked = frame::check(&buf).map_err(|_| "a frame at an indexed offset is damaged")?;
+        if at == last && HEADER_LEN + checked.len != buf.len() {
+            return Err("the last indexed frame does not end the segment");
+        }
+    }
+    Ok(())
+}
+
+/// Adds the segment described by `bytes` (checked by [`load`] or just built) to `index` as
+/// segment number `segment`.
+pub(crate) fn apply(
+    index: &mut Index,
+    segment: u32,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let bad = |reason: &str| corrupt(&index_path(path), 0, reason);
+    let mut r = Reader { buf: bytes, pos: 8 };
+    let read = |r: &mut Reader<'_>| -> Result<_, &'static str> {
+        Ok((r.u64()?, r.u64()?, r.u64()?, r.u32()?, r.u32()?, r.u32()?))
+    };
+    let (segment_len, first_position, end_position, frame_count, stream_count, command_count) =
+        read(&mut r).map_err(bad)?;
+    let frame_count = frame_count as usize;
+    if frame_count > 0 && first_position != index.head + 1 {
+        return Err(corrupt(
+            path,
+            0,
+            format!(
+                "batch starts at position {first_position}, expected {}",
+                index.head + 1
+            ),
+        ));
+    }
+    let frames_at = r.pos;
+    let frame = |i: usize| -> Result<(u64, u64), &'static str> {
+        let mut r = Reader {
+            buf: bytes,
+            pos: frames_at + i * 8,
+        };
+        Ok((u64::from(r.u32()?), first_position + u64::from(r.u32()?)))
+    };
+    for i in 0..frame_count {
+        let (offset, first) = frame(i).map_err(bad)?;
+        let (next_offset, next_first) = if i + 1 < frame_count {
+            frame(i + 1).map_err(bad)?
+        } else {
+            (segment_len, end_position)
+        };
+        let len = next_offset
+            .checked_sub(offset + HEADER_LEN as u64)
+            .ok_or_else(|| bad("frame offsets out of order"))?;
+        let count = next_first
+            .checked_sub(first)
+            .filter(|&c| c > 0)
+            .ok_or_else(|| bad("frame positions out of order"))?;
+        index.push_frame(
+            FrameLoc {
+                first_position: first,
+                segment,
+                offset: offset as u32,
+                len: u32::try_from(len).map_err(|_| bad("frame too large"))?,
+                count: u32::try_from(count).map_err(|_| bad("frame too large"))?,
+            },
+            None,
+        );
+    }
+    r.pos = frames_at + frame_count * 8;
+    for _ in 0..stream_count {
+        let name = r.str16().map_err(bad)?;
+        let runs = r.u32().map_err(bad)?;
+        for _ in 0..runs {
+            let (first_version, first, count) =
+                (|| Ok::<_, &'static str>((r.u64()?, r.u64()?, r.u32()?)))().map_err(bad)?;
+            if first + u64::from(count) > end_position
+                || !index.push_stream(name, first_version, first, count)
+            {
+                return Err(corrupt(
+                    path,
+                    0,
+                    format!(
+                        "stream {name:?} continues at version {first_version}, but has {} events",
+                        index.stream_len(name)
+                    ),
+                ));
+            }
+        }
+    }
+    for _ in 0..command_count {
+        let first = r.u64().map_err(bad)?;
+        let id = r.str16().map_err(bad)?;
+        index.insert_command(id, first);
+    }
+    if r.pos + 4 != bytes.len() {
+        return Err(bad("index length does not add up"));
+    }
+    Ok(())
+}
+
+/// Writes `bytes` as the index of `segment`: to a temporary file, synced, then renamed over, so a
+/// crash leaves either no index, an old complete one, or the new complete one.
+pub(crate) fn write(segment: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let target = index_path(segment);
+    let tmp = segment.with_extension(format!(
+        "idx.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        if let Some(dir) = target.parent() {
+            super::writer::sync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Indexes a segment that was just sealed, on a thread of its own so the writer does not wait:
+/// until the file is there, the next open scans that segment (as it would without index files).
+pub(crate) fn index_sealed_in_background(segment: PathBuf) -> Option<std::thread::JoinHandle<()>> {
+    let spawned = std::thread::Builder::new()
+        .name("emporium-log-index".into())
+        .spawn(move || {
+            let result = File::open(&segment)
+                .map_err(StoreError::from)
+                .and_then(|file| build(&segment, &file))
+                .and_then(|bytes| write(&segment, &bytes).map_err(StoreError::from));
+            if let Err(e) = result {
+                tracing::warn!(
+                    file = %segment.display(),
+                    error = %e,
+                    "cannot index a sealed segment; the next open scans it"
+                );
+            }
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the segment indexer; the next open scans");
+            None
+        }
+    }
+}
+
+/// Removes the temporary files of index writes that a crash interrupted.
+pub(crate) fn remove_leftovers(log_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(log_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.ends_with(".tmp") && name.contains(".idx.") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Bounds-checked little-endian reads.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        let end = self.pos.checked_add(n).ok_or("index truncated")?;
+        let bytes = self.buf.get(self.pos..end).ok_or("index truncated")?;
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        let mut a = [0; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn str16(&mut self) -> Result<&'a str, &'static str> {
+        let b = self.take(2)?;
+        let len = usize::from(u16::from_le_bytes([b[0], b[1]]));
+        std::str::from_utf8(self.take(len)?).map_err(|_| "name is not UTF-8")
+    }
+}
