@@ -237,7 +237,7 @@ fn check(bytes: &[u8], file: &File) -> Result<(), &'static str> {
         } else {
             HEADER_LEN
         };
-        if len > frame::PAYLOAD_LEN_MAX + HEADER_LEN || len < HEADER_LEN {
+        if !(HEADER_LEN..=frame::PAYLOAD_LEN_MAX + HEADER_LEN).contains(&len) {
             return Err("frame length out of range");
         }
         let mut buf = vec![0; len];

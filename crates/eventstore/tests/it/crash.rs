@@ -401,7 +401,8 @@ async fn sealed_segments_open_from_their_index_files_and_bad_ones_are_rebuilt() 
     // Each kind of bad index file: the segment is scanned instead, the answers are the same, and
     // the index file is written again, whole.
     let victim = &indexes[0];
-    let damages: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damages: Vec<Damage<'_>> = vec![
         (
             "missing",
             Box::new(|| std::fs::remove_file(victim).unwrap()),
