@@ -19,13 +19,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use emporium_eventstore::{EventStore, Position, ReadFilter, RecordedEvent, StoreError};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 /// A batch at least this large means the runner is catching up: it then fills the batch up to
 /// the store's head before applying it.
 const CATCH_UP_EVENTS_MIN: usize = 256;
+
+/// Chunks (the store's subscription batches, 1k events on the embedded store) read ahead per
+/// 1k events of the runner's batch limit, within these bounds.
+const PREFETCH_CHUNKS_MIN: usize = 8;
+const PREFETCH_CHUNKS_MAX: usize = 256;
+
+fn prefetch_chunks(config: &RunnerConfig) -> usize {
+    (config.batch_events_max / 1024).clamp(PREFETCH_CHUNKS_MIN, PREFETCH_CHUNKS_MAX)
+}
+
+/// A subscription read ahead by a task on the runtime into a bounded channel, so that reading
+/// the log overlaps folding. The chunks arrive in the subscription's order (one producer, FIFO),
+/// so the runner sees exactly the stream it would have pulled itself. Dropping it stops the task
+/// (and with it the subscription).
+struct Prefetch {
+    chunks: tokio::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, StoreError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Prefetch {
+    fn start(
+        runtime: &tokio::runtime::Handle,
+        mut subscription: emporium_eventstore::Subscription,
+        capacity: usize,
+    ) -> Self {
+        let (sender, chunks) = tokio::sync::mpsc::channel(capacity.max(1));
+        let task = runtime.spawn(async move {
+            while let Some(chunk) = subscription.next().await {
+                let failed = chunk.is_err();
+                if sender.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Prefetch { chunks, task }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// A read model folded from the log.
 pub trait Projection: Send + 'static {
@@ -303,7 +346,10 @@ fn follow<P: Projection>(
         }
         moved
     });
-    let mut subscription = runtime.block_on(store.subscribe(position, ReadFilter::default()))?;
+    let subscription = runtime.block_on(store.subscribe(position, ReadFilter::default()))?;
+    // Read ahead on the runtime while this thread folds: the next chunks are fetched from the
+    // log during `apply` instead of after it.
+    let mut prefetch = Prefetch::start(runtime, subscription, prefetch_chunks(config));
     // Events received but not applied yet: the subscription's batches are the store's size,
     // not ours.
     let mut ready: Vec<RecordedEvent> = Vec::new();
@@ -317,7 +363,7 @@ fn follow<P: Projection>(
             // Wait for the next events, or shutdown.
             let first = runtime.block_on(async {
                 tokio::select! {
-                    next = subscription.next() => Some(next),
+                    next = prefetch.chunks.recv() => Some(next),
                     _ = shutdown.wait_for(|&s| s) => None,
                 }
             });
@@ -329,9 +375,9 @@ fn follow<P: Projection>(
         }
         // Coalesce whatever is already there into one transaction, up to the limit.
         while ready.len() < config.batch_events_max {
-            match subscription.next().now_or_never() {
-                Some(Some(more)) => ready.extend(more?),
-                Some(None) | None => break,
+            match prefetch.chunks.try_recv() {
+                Ok(more) => ready.extend(more?),
+                Err(_) => break,
             }
         }
         // Catching up (a large chunk arrived): the store already holds more than has arrived,
@@ -343,7 +389,7 @@ fn follow<P: Projection>(
                 && ready.last().is_some_and(|e| e.position < head)
                 && !*shutdown.borrow()
             {
-                match runtime.block_on(subscription.next()) {
+                match runtime.block_on(prefetch.chunks.recv()) {
                     Some(more) => ready.extend(more?),
                     None => break,
                 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use emporium_projections::{ProjectionName, ProjectionSet, ProjectionSetConfig, RebuildPhase};
+use emporium_projections::{
+    ProjectionName, ProjectionSet, ProjectionSetConfig, Rebuild, RebuildPhase, RebuildProgress,
+};
 use serde::Deserialize;
 
 use super::{OpenStore, open_event_store, progress};
@@ -78,54 +80,93 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
         return rebuild_on_server(server, args.api_key.as_deref(), &names).await;
     }
     let (store, set) = open_set(store_args).await?;
-    let mut outcome = Ok(());
-    for name in names {
-        let rebuild = set.rebuild(name);
-        let bar = progress(Some(rebuild.progress().head.max(1)), name.as_str());
-        let done = loop {
-            let p = rebuild.progress();
-            bar.set_length(p.head.max(1));
-            bar.set_position(p.position);
-            if p.phase != RebuildPhase::Running {
-                break p;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = tokio::signal::ctrl_c() => {
+    // Every rebuild starts at once: they read the same log and fold into separate files, so on
+    // several cores they overlap instead of taking turns (the wall time is the slowest one's, not
+    // the sum).
+    let started = std::time::Instant::now();
+    let rebuilds: Vec<(ProjectionName, Rebuild)> = names
+        .iter()
+        .map(|&name| (name, set.rebuild(name)))
+        .collect();
+    let head = rebuilds
+        .iter()
+        .map(|(_, r)| r.progress().head)
+        .max()
+        .unwrap_or(0);
+    // One bar: the position every rebuild has passed.
+    let label = if names.len() == 1 {
+        names[0].as_str()
+    } else {
+        "events (all rebuilds)"
+    };
+    let bar = progress(Some(head.max(1)), label);
+    loop {
+        let progress: Vec<RebuildProgress> = rebuilds.iter().map(|(_, r)| r.progress()).collect();
+        bar.set_length(progress.iter().map(|p| p.head).max().unwrap_or(0).max(1));
+        bar.set_position(progress.iter().map(|p| p.position).min().unwrap_or(0));
+        if progress.iter().all(|p| p.phase != RebuildPhase::Running) {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                for (_, rebuild) in &rebuilds {
                     rebuild.cancel();
-                    let p = rebuild.wait().await;
-                    bar.finish_and_clear();
-                    close(store, set).await;
-                    anyhow::bail!(
-                        "interrupted: the rebuild of {name} was cancelled at position {} (the old \
-                         generation is kept)",
-                        p.position
-                    );
                 }
+                let mut positions = Vec::new();
+                for (name, rebuild) in &rebuilds {
+                    let p = rebuild.wait().await;
+                    positions.push(format!("{name} at {}", p.position));
+                }
+                bar.finish_and_clear();
+                close(store, set).await;
+                anyhow::bail!(
+                    "interrupted: the rebuilds were cancelled ({}); the generations that had not \
+                     swapped in yet are discarded and their old ones kept",
+                    positions.join(", ")
+                );
             }
-        };
-        bar.finish_and_clear();
+        }
+    }
+    bar.finish_and_clear();
+    let mut outcome = Ok(());
+    for (name, rebuild) in &rebuilds {
+        let done = rebuild.wait().await;
         match done.phase {
             RebuildPhase::Swapped => println!(
                 "Rebuilt {name}: generation {}, {} events in {:.1} s ({:.0} events/s).",
                 done.generation,
                 done.events_applied,
                 done.elapsed_ms as f64 / 1000.0,
-                done.events_per_second
+                done.events_applied as f64 / (done.elapsed_ms.max(1) as f64 / 1000.0)
             ),
             _ => {
-                outcome = Err(anyhow::anyhow!(
-                    "the rebuild of {name} {}: {}",
-                    if done.phase == RebuildPhase::Cancelled {
-                        "was cancelled"
-                    } else {
-                        "failed"
-                    },
-                    done.error.unwrap_or_default()
-                ));
-                break;
+                if outcome.is_ok() {
+                    outcome = Err(anyhow::anyhow!(
+                        "the rebuild of {name} {}: {}",
+                        if done.phase == RebuildPhase::Cancelled {
+                            "was cancelled"
+                        } else {
+                            "failed"
+                        },
+                        done.error.unwrap_or_default()
+                    ));
+                }
             }
         }
+    }
+    if outcome.is_ok() && rebuilds.len() > 1 {
+        let events = rebuilds
+            .iter()
+            .map(|(_, r)| r.progress().events_applied)
+            .max()
+            .unwrap_or(0);
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "All {} rebuilds, run together: {events} events in {secs:.1} s ({:.0} events/s).",
+            rebuilds.len(),
+            events as f64 / secs.max(1e-9)
+        );
     }
     close(store, set).await;
     outcome
