@@ -7,6 +7,7 @@
 //! - [`storage`]: what the redb models share (one transaction per batch, checkpoint inside).
 
 pub mod catalog;
+pub mod fanout;
 pub mod model;
 pub mod orders;
 pub mod product_search;

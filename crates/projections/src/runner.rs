@@ -23,6 +23,8 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::fanout::FeedReceiver;
+
 /// A batch at least this large means the runner is catching up: it then fills the batch up to
 /// the store's head before applying it.
 const CATCH_UP_EVENTS_MIN: usize = 256;
@@ -223,6 +225,19 @@ pub fn spawn<P: Projection>(
     projection: P,
     config: RunnerConfig,
 ) -> Result<ProjectionHandle, ProjectionError> {
+    spawn_fed(store, projection, config, None)
+}
+
+/// Like [`spawn`], but the runner first folds the batches of `feed` (a read of the log shared
+/// with other runners, see [`crate::fanout`]) until it closes, and only then subscribes to
+/// `store` after its checkpoint. The feed's batches go through the same `apply`, checkpoint and
+/// stats as the runner's own; what the feed repeats of the checkpoint is skipped.
+pub fn spawn_fed<P: Projection>(
+    store: Arc<dyn EventStore>,
+    mut projection: P,
+    config: RunnerConfig,
+    feed: Option<FeedReceiver>,
+) -> Result<ProjectionHandle, ProjectionError> {
     let name = projection.name();
     let start = projection.checkpoint()?;
     let (position_tx, position_rx) = watch::channel(start);
@@ -244,7 +259,22 @@ pub fn spawn<P: Projection>(
             // Dropping a subscription may need the runtime (sqlx connections), also outside
             // `block_on`.
             let _runtime = runtime.enter();
+            let mut shutdown_rx = shutdown_rx;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if let Some(feed) = feed
+                    && let Err(error) = fold_feed(
+                        &runtime,
+                        &mut projection,
+                        feed,
+                        &position_tx,
+                        &mut shutdown_rx,
+                        &thread_shared,
+                    )
+                {
+                    // Not fatal: the runner's own subscription resumes from the checkpoint.
+                    tracing::error!(projection = name, %error, "folding the shared read failed");
+                    thread_shared.stats.lock().last_error = Some(error.to_string());
+                }
                 run(
                     runtime,
                     store,
@@ -405,34 +435,90 @@ fn follow<P: Projection>(
         };
         debug_assert!(batch.windows(2).all(|w| w[0].position < w[1].position));
         projection.apply(&batch)?;
-        // The rate the projection actually moves at: catching up, its apply speed; following, the
-        // rate events arrive.
-        let now = Instant::now();
-        let elapsed = now
-            .duration_since(previous_batch_end)
-            .as_secs_f64()
-            .max(1e-6);
-        previous_batch_end = now;
         position = last;
-        let applied = batch.len() as u64;
-        let total = shared.events_applied.fetch_add(applied, Ordering::Relaxed) + applied;
-        {
-            let mut stats = shared.stats.lock();
-            stats.position = position;
-            stats.events_applied = total;
-            stats.batches_applied += 1;
-            let rate = applied as f64 / elapsed;
-            stats.events_per_second = if stats.batches_applied == 1 {
-                rate
-            } else {
-                0.8 * stats.events_per_second + 0.2 * rate
-            };
-            stats.last_error = None;
-        }
-        metrics::gauge!("emporium_projection_position", "projection" => projection.name())
-            .set(position as f64);
-        metrics::counter!("emporium_projection_events_applied_total", "projection" => projection.name())
-            .increment(applied);
-        let _ = position_tx.send(position);
+        previous_batch_end = record_batch(
+            shared,
+            projection.name(),
+            position_tx,
+            batch.len(),
+            position,
+            previous_batch_end,
+        );
     }
+}
+
+/// Folds the batches of a shared read until it closes (or shutdown).
+fn fold_feed<P: Projection>(
+    runtime: &tokio::runtime::Handle,
+    projection: &mut P,
+    mut feed: FeedReceiver,
+    position_tx: &watch::Sender<Position>,
+    shutdown: &mut watch::Receiver<bool>,
+    shared: &Shared,
+) -> Result<(), ProjectionError> {
+    let mut position = projection.checkpoint()?;
+    let mut previous_batch_end = Instant::now();
+    loop {
+        let next = runtime.block_on(async {
+            tokio::select! {
+                next = feed.recv() => next,
+                _ = shutdown.wait_for(|&s| s) => None,
+            }
+        });
+        let Some(batch) = next else { return Ok(()) };
+        // Batches are in position order: skip what the checkpoint already holds.
+        let fresh = &batch[batch.partition_point(|e| e.position <= position)..];
+        let Some(last) = fresh.last().map(|e| e.position) else {
+            continue;
+        };
+        projection.apply(fresh)?;
+        position = last;
+        previous_batch_end = record_batch(
+            shared,
+            projection.name(),
+            position_tx,
+            fresh.len(),
+            position,
+            previous_batch_end,
+        );
+    }
+}
+
+/// Publishes a committed batch: stats, metrics, and the position read-your-writes waits on.
+/// Returns the batch's end time (the start of the next one's interval).
+fn record_batch(
+    shared: &Shared,
+    name: &'static str,
+    position_tx: &watch::Sender<Position>,
+    applied: usize,
+    position: Position,
+    previous_batch_end: Instant,
+) -> Instant {
+    // The rate the projection actually moves at: catching up, its apply speed; following, the
+    // rate events arrive.
+    let now = Instant::now();
+    let elapsed = now
+        .duration_since(previous_batch_end)
+        .as_secs_f64()
+        .max(1e-6);
+    let applied = applied as u64;
+    let total = shared.events_applied.fetch_add(applied, Ordering::Relaxed) + applied;
+    {
+        let mut stats = shared.stats.lock();
+        stats.position = position;
+        stats.events_applied = total;
+        stats.batches_applied += 1;
+        let rate = applied as f64 / elapsed;
+        stats.events_per_second = if stats.batches_applied == 1 {
+            rate
+        } else {
+            0.8 * stats.events_per_second + 0.2 * rate
+        };
+        stats.last_error = None;
+    }
+    metrics::gauge!("emporium_projection_position", "projection" => name).set(position as f64);
+    metrics::counter!("emporium_projection_events_applied_total", "projection" => name)
+        .increment(applied);
+    let _ = position_tx.send(position);
+    now
 }

@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
+use crate::fanout::FeedReceiver;
 use crate::model::{Feed, ModelConfig, ReadModel};
 use crate::orders::Orders;
 use crate::product_search::ProductSearch;
@@ -378,11 +379,37 @@ impl ProjectionSet {
     /// Starts rebuilding `name` from position 0 into a new generation, swapped in once it has
     /// caught up. A rebuild already running is returned as it is.
     pub fn rebuild(&self, name: ProjectionName) -> Rebuild {
+        self.start_rebuild(name, None)
+    }
+
+    /// Starts rebuilding every projection of `names` at once, all fed by ONE read of the log
+    /// (see [`crate::fanout`]): each event is read and parsed once for all of them, and the
+    /// projections fold in parallel on their own threads. Each rebuild swaps in on its own, as
+    /// [`ProjectionSet::rebuild`]'s does. Must be called inside a tokio runtime.
+    pub fn rebuild_all(&self, names: &[ProjectionName]) -> Vec<(ProjectionName, Rebuild)> {
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        let feeds = crate::fanout::start(
+            Arc::clone(&self.store),
+            names.len(),
+            self.config.rebuild_runner.batch_events_max,
+        );
+        names
+            .into_iter()
+            .zip(feeds)
+            .map(|(name, feed)| (name, self.start_rebuild(name, Some(feed))))
+            .collect()
+    }
+
+    fn start_rebuild(&self, name: ProjectionName, feed: Option<FeedReceiver>) -> Rebuild {
         match name {
-            ProjectionName::Catalog => start_rebuild(&self.catalog, &self.store, &self.config),
-            ProjectionName::Stock => start_rebuild(&self.stock, &self.store, &self.config),
-            ProjectionName::Orders => start_rebuild(&self.orders, &self.store, &self.config),
-            ProjectionName::Search => start_rebuild(&self.search, &self.store, &self.config),
+            ProjectionName::Catalog => {
+                start_rebuild(&self.catalog, &self.store, &self.config, feed)
+            }
+            ProjectionName::Stock => start_rebuild(&self.stock, &self.store, &self.config, feed),
+            ProjectionName::Orders => start_rebuild(&self.orders, &self.store, &self.config, feed),
+            ProjectionName::Search => start_rebuild(&self.search, &self.store, &self.config, feed),
         }
     }
 
@@ -577,10 +604,13 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), ProjectionError> {
     }
 }
 
+/// Starts a rebuild of `slot` (or returns the one running; `feed` is then dropped, which the
+/// fan-out takes as a runner that hung up).
 fn start_rebuild<M: ReadModel>(
     slot: &Arc<Slot<M>>,
     store: &Arc<dyn EventStore>,
     config: &ProjectionSetConfig,
+    feed: Option<FeedReceiver>,
 ) -> Rebuild {
     let mut current = slot.rebuild.lock();
     if let Some(rebuild) = current.as_ref()
@@ -612,7 +642,16 @@ fn start_rebuild<M: ReadModel>(
     let config = config.clone();
     tokio::spawn(async move {
         let started = Instant::now();
-        let outcome = run_rebuild(&slot, store, &config, generation, &progress_tx, cancel_rx).await;
+        let outcome = run_rebuild(
+            &slot,
+            store,
+            &config,
+            generation,
+            feed,
+            &progress_tx,
+            cancel_rx,
+        )
+        .await;
         progress_tx.send_modify(|p| {
             p.elapsed_ms = started.elapsed().as_millis() as u64;
             match outcome {
@@ -633,6 +672,7 @@ async fn run_rebuild<M: ReadModel>(
     store: Arc<dyn EventStore>,
     config: &ProjectionSetConfig,
     number: u64,
+    feed: Option<FeedReceiver>,
     progress: &watch::Sender<RebuildProgress>,
     mut cancel: watch::Receiver<bool>,
 ) -> Result<RebuildPhase, ProjectionError> {
@@ -648,10 +688,11 @@ async fn run_rebuild<M: ReadModel>(
     .map_err(storage_error)??;
     let model = Arc::new(model);
     tracing::info!(projection = M::NAME, generation = number, "rebuild started");
-    let handle = runner::spawn(
+    let handle = runner::spawn_fed(
         Arc::clone(&store),
         Feed(Arc::clone(&model)),
         config.rebuild_runner.clone(),
+        feed,
     )?;
     let generation = Arc::new(Generation {
         number,
