@@ -16,6 +16,10 @@
 //! points readers at N+1 (the in-memory switch), N's runner stops and its directory is deleted
 //! once its last reader is gone. N+1's runner simply carries on as the live one.
 //!
+//! [`ProjectionSet::rebuild_all`] starts several rebuilds at once and feeds them from ONE read of
+//! the log ([`crate::fanout`]) up to the head seen at the start; past it (and if the shared read
+//! stops early) each new generation's runner follows the log itself from its own checkpoint.
+//!
 //! Interrupting a rebuild at any point is safe: until the rename, `CURRENT` names N, and at the
 //! next open every directory that `CURRENT` does not name (an unfinished N+1, or an N that a
 //! crash kept from being deleted) is removed.

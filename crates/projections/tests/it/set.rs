@@ -272,3 +272,69 @@ async fn a_damaged_generation_is_replaced_and_rebuilt_from_the_log() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_all_feeds_every_rebuild_from_one_read_and_hands_over_to_live_runners() {
+    with_embedded(|store| async move {
+        let mut world = World::new(Arc::clone(&store));
+        scenario(&mut world).await;
+        let head = store.head().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        // Small shared batches: many of them, and the last one ends mid-way through a chunk.
+        config.rebuild_runner.batch_events_max = 7;
+        let set = ProjectionSet::open(Arc::clone(&store), config).unwrap();
+        set.wait_all(head, WAIT).await.unwrap();
+        // One rebuild already running: rebuild_all returns it and feeds the others.
+        let orders_alone = set.rebuild(ProjectionName::Orders);
+
+        let rebuilds = set.rebuild_all(&[
+            ProjectionName::Search,
+            ProjectionName::Catalog,
+            ProjectionName::Stock,
+            ProjectionName::Orders,
+            ProjectionName::Catalog,
+        ]);
+        let names: Vec<ProjectionName> = rebuilds.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ProjectionName::ALL);
+        // Writes during the rebuild: past the shared read's end, each runner's own subscription.
+        let mut last = head;
+        for i in 0..5u64 {
+            last = world
+                .receive("CAB-USB", "berlin", i + 1)
+                .await
+                .last_position;
+        }
+        for (name, rebuild) in &rebuilds {
+            let done = rebuild.wait().await;
+            assert_eq!(done.phase, RebuildPhase::Swapped, "{name}: {done:?}");
+            assert_eq!(done.generation, 2, "{name}");
+        }
+        assert_eq!(orders_alone.wait().await.phase, RebuildPhase::Swapped);
+        set.wait_all(last, WAIT).await.unwrap();
+        for s in set.status().await.unwrap() {
+            assert_eq!((s.generation, s.position), (2, last), "{s:?}");
+            assert!(s.running && s.last_error.is_none(), "{s:?}");
+        }
+
+        // Exactly what a fold from scratch holds: nothing skipped, nothing folded twice.
+        let fresh = tempfile::tempdir().unwrap();
+        let catalog: Catalog = fold_all(&*store, &fresh.path().join("c"), 1000).await;
+        let stock: StockLevels = fold_all(&*store, &fresh.path().join("s"), 1000).await;
+        let orders: Orders = fold_all(&*store, &fresh.path().join("o"), 1000).await;
+        assert_eq!(
+            set.catalog().current().model().all().unwrap(),
+            catalog.all().unwrap()
+        );
+        assert_eq!(
+            set.stock().current().model().all().unwrap(),
+            stock.all().unwrap()
+        );
+        assert_eq!(
+            set.orders().current().model().all().unwrap(),
+            orders.all().unwrap()
+        );
+        set.close();
+    })
+    .await;
+}
