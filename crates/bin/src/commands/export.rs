@@ -290,7 +290,10 @@ pub fn export(
         .map_or(2, |n| n.get())
         .clamp(1, 8);
     let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Chunk>(workers * 2);
-    let work_rx = std::sync::Mutex::new(work_rx);
+    // Shared by the encoders; taken out and dropped by the first encoder that finds the writer
+    // gone, so that the reading thread's next send fails instead of waiting forever on a full
+    // channel (`emporium events export | head`).
+    let work_rx = std::sync::Mutex::new(Some(work_rx));
     let (done_tx, done_rx) =
         std::sync::mpsc::sync_channel::<(u64, std::io::Result<(Encoded, u64)>)>(workers * 2);
     let bar = progress(None, "events");
@@ -301,12 +304,18 @@ pub fn export(
             scope.spawn(move || {
                 loop {
                     let next = match work_rx.lock() {
-                        Ok(rx) => rx.recv(),
+                        Ok(rx) => match rx.as_ref() {
+                            Some(rx) => rx.recv(),
+                            None => return,
+                        },
                         Err(_) => return,
                     };
                     let Ok(chunk) = next else { return };
                     let encoded = encode(format, &chunk);
                     if done_tx.send((chunk.seq, encoded)).is_err() {
+                        if let Ok(mut rx) = work_rx.lock() {
+                            rx.take();
+                        }
                         return;
                     }
                 }
