@@ -111,6 +111,28 @@ pub(crate) struct SegmentColumns {
     sku: StrColumn,
     /// The facet field's column: one encoded category path per document.
     category: StrColumn,
+    /// The path of every category ordinal of `category`, decoded once. Reading one term from
+    /// the dictionary decompresses its whole block (with a fresh zstd context), which, done for
+    /// every counted category of every segment, cost each search more than counting did.
+    category_paths: Vec<Vec<String>>,
+}
+
+/// The category path of each ordinal of the facet column's dictionary (empty if undecodable).
+fn category_paths(column: &StrColumn) -> std::io::Result<Vec<Vec<String>>> {
+    let mut paths = vec![Vec::new(); column.num_terms()];
+    let mut terms = column.dictionary().stream()?;
+    while terms.advance() {
+        let Some(path) = usize::try_from(terms.term_ord())
+            .ok()
+            .and_then(|ord| paths.get_mut(ord))
+        else {
+            continue;
+        };
+        if let Ok(facet) = Facet::from_encoded(terms.key().to_vec()) {
+            *path = facet.to_path().into_iter().map(str::to_owned).collect();
+        }
+    }
+    Ok(paths)
 }
 
 #[derive(Default)]
@@ -129,12 +151,14 @@ impl ColumnCache {
             fast.str(name)?
                 .ok_or_else(|| TantivyError::SchemaError(format!("{name} is not a fast field")))
         };
+        let category = str_column("category")?;
         let columns = Arc::new(SegmentColumns {
             price: fast.i64("price")?,
             available: fast.i64("available")?,
             created: fast.i64("created")?,
             sku: str_column("sku")?,
-            category: str_column("category")?,
+            category_paths: category_paths(&category)?,
+            category,
         });
         self.segments.lock().insert(id, columns.clone());
         Ok(columns)
@@ -325,25 +349,10 @@ impl SegmentCollector for SearchSegmentCollector {
 
     fn harvest(mut self) -> Harvest {
         let columns = &*self.columns;
-        let mut bytes = Vec::new();
-        for (ord, count) in self.category_counts.iter().enumerate() {
+        for (path, count) in columns.category_paths.iter().zip(&self.category_counts) {
             if *count == 0 {
                 continue;
             }
-            bytes.clear();
-            if !matches!(
-                columns
-                    .category
-                    .dictionary()
-                    .ord_to_term(ord as u64, &mut bytes),
-                Ok(true)
-            ) {
-                continue;
-            }
-            let Ok(facet) = Facet::from_encoded(bytes.clone()) else {
-                continue;
-            };
-            let path = facet.to_path();
             if path.len() > self.category_depth {
                 let key = path[..=self.category_depth].join("/");
                 *self.harvest.categories.entry(key).or_default() += u64::from(*count);

@@ -3,16 +3,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{Facet, IndexRecordOption, Schema, Value};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{
-    Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, TantivyError, Term,
+    Executor, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
+    TantivyError, Term,
 };
 
 use super::collector::{ColumnCache, Entry, PRICE_BUCKET_EDGES, SearchCollector};
@@ -46,7 +47,8 @@ pub struct SearchIndexConfig {
     pub writer_memory_bytes: usize,
     /// Background merge threads.
     pub merge_threads: usize,
-    /// Threads a single search uses over the segments (1: search on the caller's thread).
+    /// Threads a single search may use over the segments (1: always search on the caller's
+    /// thread). Only a search that runs alone uses them (see `SearchExecutor`).
     pub search_threads: usize,
 }
 
@@ -96,6 +98,71 @@ pub struct SearchIndex {
     writer: Mutex<WriterState>,
     checkpoint: AtomicU64,
     columns: Arc<ColumnCache>,
+    executor: SearchExecutor,
+}
+
+/// Where a search runs: spread over the segments on a small thread pool when it is the only
+/// search in flight (the latency of one client), on the caller's own thread otherwise.
+///
+/// Why not always the pool: the pool is shared, so with the pool as the only place searches run,
+/// concurrent searches queue for its few threads (the bench's "cores used" stayed at the pool's
+/// share however many threads searched), and rayon's nested scopes make a pool thread that waits
+/// for one search run pieces of another, which inflates the tail. Concurrent searches already
+/// keep the cores busy from their own threads (the API runs each on the blocking pool).
+struct SearchExecutor {
+    pool: Option<Executor>,
+    in_flight: AtomicUsize,
+}
+
+impl SearchExecutor {
+    fn new(threads: usize) -> Result<Self, SearchError> {
+        let pool = if threads > 1 {
+            Some(Executor::multi_thread(threads, "emporium-search-")?)
+        } else {
+            None
+        };
+        Ok(Self {
+            pool,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn search<C: Collector>(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        collector: &C,
+    ) -> tantivy::Result<C::Fruit> {
+        let scoring = if collector.requires_scoring() {
+            EnableScoring::enabled_from_searcher(searcher)
+        } else {
+            EnableScoring::disabled_from_searcher(searcher)
+        };
+        let _guard = InFlight::enter(&self.in_flight);
+        let alone = self.in_flight.load(Ordering::Relaxed) == 1;
+        let single = Executor::single_thread();
+        let executor = match &self.pool {
+            Some(pool) if alone && searcher.segment_readers().len() > 1 => pool,
+            _ => &single,
+        };
+        searcher.search_with_executor(query, collector, executor, scoring)
+    }
+}
+
+/// Counts a search in flight while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -135,14 +202,12 @@ impl SearchIndex {
     }
 
     fn from_index(
-        mut index: Index,
+        index: Index,
         fields: Fields,
         config: SearchIndexConfig,
     ) -> Result<Self, SearchError> {
         register_analyzer(&index);
-        if config.search_threads > 1 {
-            index.set_multithread_executor(config.search_threads)?;
-        }
+        let executor = SearchExecutor::new(config.search_threads)?;
         let checkpoint = match index.load_metas()?.payload {
             None => NO_CHECKPOINT,
             Some(payload) => payload
@@ -175,6 +240,7 @@ impl SearchIndex {
             }),
             checkpoint: AtomicU64::new(checkpoint),
             columns: Arc::default(),
+            executor,
         })
     }
 
@@ -414,7 +480,7 @@ impl SearchIndex {
             category_depth: valid.category.as_ref().map_or(0, |c| c.to_path().len()),
             columns: self.columns.clone(),
         };
-        let harvest = searcher.search(&*query, &collector)?;
+        let harvest = self.executor.search(&searcher, &*query, &collector)?;
 
         let has_more = harvest.top.len() > valid.limit;
         let page: &[Entry] = &harvest.top[..harvest.top.len().min(valid.limit)];

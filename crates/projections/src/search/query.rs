@@ -6,9 +6,9 @@
 //! then becomes one clause:
 //!
 //! ```text
-//! word := Bool( Should DisMax( Const(terms at distance 0 in `all`, 3·T),
-//!                              Const(terms at distance 1 in `all`, 2·T),
-//!                              Const(terms at distance 2 in `all`, 1·T) ),
+//! word := Bool( Must DisMax( Const(terms at distance 0 in `all`, 3·T),
+//!                            Const(terms at distance 1 in `all`, 2·T),
+//!                            Const(terms at distance 2 in `all`, 1·T) ),
 //!               Should Boost(Term(name, t), 2·f(t)), Should Boost(Term(description, t), f(t)),
 //!               Should Boost(Term(tags, t), f(t)),  Should Boost(Term(category_text, t), f(t))
 //!               for each expansion t )
@@ -270,7 +270,12 @@ fn word_query(fields: &Fields, plan: &WordPlan) -> Box<dyn Query> {
     }
     let mut clauses: Vec<(Occur, Box<dyn Query>)> =
         Vec::with_capacity(1 + plan.expansions.len() * 4);
-    clauses.push((Occur::Should, Box::new(DisjunctionMaxQuery::new(tiers))));
+    // The `all` field holds every word of the other fields, so the tiers alone decide whether
+    // a document matches the word: they are required, and the per-field BM25 clauses below only
+    // add to the score of documents that already match. As optional clauses beside a required
+    // one, tantivy seeks them to each match instead of unioning every posting of every
+    // expansion in every field (most of a search's CPU when the words are common).
+    clauses.push((Occur::Must, Box::new(DisjunctionMaxQuery::new(tiers))));
     for e in &plan.expansions {
         let f = e.kind.factor();
         for (field, boost) in [
