@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use self::index::Index;
-use self::recovery::Mode;
+use self::recovery::{Mode, Streams};
 use self::writer::{Command, Limits, Writer};
 use crate::follow::{self, Scan, Source};
 use crate::{
@@ -149,7 +149,8 @@ impl EmbeddedStore {
             writer::sync_dir(&log_dir)?;
             paths.push(path);
         }
-        let recovered = recovery::recover(&paths, config.cache_bytes_max, Mode::Writable)?;
+        let recovered =
+            recovery::recover(&paths, config.cache_bytes_max, Mode::Writable, Streams::All)?;
         let index = recovered.index;
         let head = index.head;
         let tail_no = index.segments.len() - 1;
@@ -208,6 +209,21 @@ impl EmbeddedStore {
     /// log as it was when opened (`head` does not move; a subscription ends its catch-up there).
     /// Appends and snapshot saves fail. Blocking, like [`EmbeddedStore::open`].
     pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::open_read_only_with(dir.into(), Streams::All)
+    }
+
+    /// [`EmbeddedStore::open_read_only`] for a tool that reads one stream (`emporium replay`): the
+    /// index knows every frame (so `head`, `read_all` and subscriptions are exact) but only
+    /// `stream`'s versions and no command id; every other stream reads as empty. It skips building
+    /// the tables of every other stream, which is most of the cost of opening a large log.
+    pub fn open_read_only_for_stream(
+        dir: impl Into<PathBuf>,
+        stream: &str,
+    ) -> Result<Self, StoreError> {
+        Self::open_read_only_with(dir.into(), Streams::Only(stream))
+    }
+
+    fn open_read_only_with(dir: PathBuf, streams: Streams<'_>) -> Result<Self, StoreError> {
         let config = EmbeddedConfig::new(dir);
         let log_dir = config.dir.join("log");
         let paths = recovery::list_segments(&log_dir)?;
@@ -217,7 +233,8 @@ impl EmbeddedStore {
                 format!("no event log in {}", config.dir.display()),
             )));
         }
-        let index = recovery::recover(&paths, config.cache_bytes_max, Mode::ReadOnly)?.index;
+        let index =
+            recovery::recover(&paths, config.cache_bytes_max, Mode::ReadOnly, streams)?.index;
         let (head_tx, _) = watch::channel(index.head);
         let shared = Arc::new(Shared {
             index: RwLock::new(index),

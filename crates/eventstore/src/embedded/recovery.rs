@@ -7,8 +7,15 @@
 //! of a *later* group after a bad frame proves that the bad frame had been durable (damage), while
 //! only frames of the bad frame's own group (never acknowledged) mean a torn write. Segments before
 //! the last one were fsynced before the next was created, so any bad frame there is damage.
+//!
+//! A read-only tool that needs one stream (`emporium replay`) recovers with [`Streams::Only`]: the
+//! same files are read and checked (index checksums, the tail's frames), every frame is indexed,
+//! but the per-stream tables hold that stream alone and no command id is kept. On a 10M-event log
+//! that takes the open from seconds (millions of streams interned and hashed) to about 0.2 s,
+//! which is then reading and checksumming the index files and the tail segment.
 
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,20 +87,49 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// Which streams the rebuilt index knows. Every frame is always indexed (positions, the head and
+/// `read_all` stay exact); only the per-stream tables can be narrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Streams<'a> {
+    /// Every stream and every command id: what a store that appends needs.
+    All,
+    /// Only this stream, and no command id: a read-only tool that replays one stream
+    /// (`emporium replay`) skips building the tables of millions of other streams, which is
+    /// almost all the cost of opening a large log.
+    Only(&'a str),
+}
+
+impl Streams<'_> {
+    /// Whether `stream`'s runs go into the index.
+    pub fn wants(&self, stream: &str) -> bool {
+        match self {
+            Streams::All => true,
+            Streams::Only(only) => *only == stream,
+        }
+    }
+
+    pub fn wants_commands(&self) -> bool {
+        matches!(self, Streams::All)
+    }
+}
+
 /// Rebuilds the index of the segments `paths` (sorted, at least one): each sealed segment from its
 /// persisted index (`segindex.rs`) when it has a sound one, else by scanning it; the last segment
-/// always by scanning.
+/// always by scanning. `streams` narrows the stream tables (only with [`Mode::ReadOnly`]: a
+/// writer needs them all to check expected versions and command ids).
 pub(crate) fn recover(
     paths: &[PathBuf],
     cache_bytes_max: usize,
     mode: Mode,
+    streams: Streams<'_>,
 ) -> Result<Recovered, StoreError> {
-    match recover_with(paths, cache_bytes_max, mode, true) {
+    debug_assert!(mode == Mode::ReadOnly || streams == Streams::All);
+    match recover_with(paths, cache_bytes_max, mode, streams, true) {
         Ok(recovered) => Ok(recovered),
         Err(Failure::Log(e)) => Err(e),
         Err(Failure::Index(e)) => {
             tracing::warn!(error = %e, "a segment index does not fit the log; scanning every segment");
-            recover_with(paths, cache_bytes_max, mode, false).map_err(|f| match f {
+            recover_with(paths, cache_bytes_max, mode, streams, false).map_err(|f| match f {
                 Failure::Log(e) | Failure::Index(e) => e,
             })
         }
@@ -104,11 +140,13 @@ fn recover_with(
     paths: &[PathBuf],
     cache_bytes_max: usize,
     mode: Mode,
+    streams: Streams<'_>,
     trust_indexes: bool,
 ) -> Result<Recovered, Failure> {
     let mut index = Index::new(cache_bytes_max);
     let mut tail_len = 0;
     let mut tail: Option<(Bytes, usize)> = None;
+    let mut index_buf = Vec::new();
     for (segment_no, path) in paths.iter().enumerate() {
         let is_last = segment_no + 1 == paths.len();
         let file = match mode {
@@ -122,17 +160,16 @@ fn recover_with(
                 reason: "too many segments".into(),
             })?;
             let loaded = if trust_indexes {
-                segindex::load(path, &file)
+                segindex::load(path, &file, &mut index_buf)
             } else {
                 None
             };
             match loaded {
-                Some(bytes) => {
-                    segindex::apply(&mut index, segment, path, &bytes).map_err(Failure::Index)?
-                }
+                Some(bytes) => segindex::apply(&mut index, segment, path, bytes, streams)
+                    .map_err(Failure::Index)?,
                 None => {
                     let bytes = segindex::build(path, &file)?;
-                    segindex::apply(&mut index, segment, path, &bytes)?;
+                    segindex::apply(&mut index, segment, path, &bytes, streams)?;
                     if mode == Mode::Writable
                         && let Err(e) = segindex::write(path, &bytes)
                     {
@@ -146,9 +183,24 @@ fn recover_with(
             });
             continue;
         }
+        if streams != Streams::All {
+            // A one-stream read-only open (a short-lived tool): scan the tail in the buffer the
+            // index files were read into (already paged in), and cache no payload (the tool
+            // reads a few frames; warming the cache would copy up to 64 MiB for nothing).
+            index_buf.clear();
+            index_buf.reserve(file.metadata()?.len() as usize);
+            (&file).read_to_end(&mut index_buf)?;
+            let good_len = scan_segment(&mut index, path, &index_buf, segment_no, streams)?;
+            index.segments.push(Segment {
+                path: Arc::from(path.as_path()),
+                file: Arc::new(file),
+            });
+            tail_len = good_len as u64;
+            continue;
+        }
         let data = Bytes::from(std::fs::read(path)?);
         let frames_before = index.frame_count();
-        let good_len = scan_segment(&mut index, path, &data, segment_no)?;
+        let good_len = scan_segment(&mut index, path, &data, segment_no, streams)?;
         if good_len < data.len() && mode == Mode::Writable {
             tracing::warn!(
                 file = %path.display(),
@@ -178,6 +230,7 @@ fn scan_segment(
     path: &Path,
     data: &[u8],
     segment_no: usize,
+    streams: Streams<'_>,
 ) -> Result<usize, StoreError> {
     let corrupt = |offset: usize, reason: String| StoreError::Corrupt {
         file: path.display().to_string(),
@@ -216,6 +269,10 @@ fn scan_segment(
         }
         let mut position = view.first_position;
         for write in view.writes() {
+            if !streams.wants(write.stream) {
+                position += u64::from(write.count);
+                continue;
+            }
             if !index.push_stream(write.stream, write.first_version, position, write.count) {
                 return Err(corrupt(
                     offset,
@@ -229,7 +286,7 @@ fn scan_segment(
             }
             position += u64::from(write.count);
         }
-        if let Some(command_id) = view.command_id {
+        if let Some(command_id) = view.command_id.filter(|_| streams.wants_commands()) {
             index.insert_command(command_id, view.first_position);
         }
         let loc = FrameLoc {

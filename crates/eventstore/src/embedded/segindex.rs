@@ -35,12 +35,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::{FrameLoc, Index};
+use super::recovery::Streams;
 use crate::frame::{self, FrameView, HEADER_LEN, MAGIC};
 use crate::{Position, StoreError};
 
 const INDEX_MAGIC: [u8; 4] = *b"EMPX";
 const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 4 + 4 + 8 + 8 + 8 + 4 + 4 + 4;
+/// One run of a stream: first_version u64, first_position u64, count u32.
+const RUN_BYTES: usize = 8 + 8 + 4;
 pub(crate) const INDEX_EXT: &str = "idx";
 
 pub(crate) fn index_path(segment: &Path) -> PathBuf {
@@ -163,19 +166,28 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
     Ok(out)
 }
 
-/// Reads the index file of `segment`, if there is one that passes its checks against the segment
-/// (see the module doc). `None` means: scan the segment.
-pub(crate) fn load(segment: &Path, file: &File) -> Option<Vec<u8>> {
+/// Reads the index file of `segment` into `buf` (cleared first), if there is one that passes its
+/// checks against the segment (see the module doc). `None` means: scan the segment.
+///
+/// `buf` is reused from one segment to the next: index files are tens of MiB, and a fresh
+/// allocation of that size costs more in page zeroing than reading the file does.
+pub(crate) fn load<'b>(segment: &Path, file: &File, buf: &'b mut Vec<u8>) -> Option<&'b [u8]> {
     let path = index_path(segment);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    buf.clear();
+    let read = File::open(&path).and_then(|mut f| {
+        // One allocation of the file's size, not a doubling series of them.
+        buf.reserve(f.metadata()?.len() as usize);
+        f.read_to_end(buf)
+    });
+    let bytes = match read {
+        Ok(_) => buf.as_slice(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!(file = %path.display(), error = %e, "cannot read a segment index");
             return None;
         }
     };
-    match check(&bytes, file) {
+    match check(bytes, file) {
         Ok(()) => Some(bytes),
         Err(reason) => {
             tracing::warn!(
@@ -262,12 +274,14 @@ fn check(bytes: &[u8], file: &File) -> Result<(), &'static str> {
 }
 
 /// Adds the segment described by `bytes` (checked by [`load`] or just built) to `index` as
-/// segment number `segment`.
+/// segment number `segment`: every frame, and the runs of the streams (and the command ids) that
+/// `streams` wants. The records of the others are stepped over, not decoded.
 pub(crate) fn apply(
     index: &mut Index,
     segment: u32,
     path: &Path,
     bytes: &[u8],
+    streams: Streams<'_>,
 ) -> Result<(), StoreError> {
     let bad = |reason: &str| corrupt(&index_path(path), 0, reason);
     let mut r = Reader { buf: bytes, pos: 8 };
@@ -322,8 +336,18 @@ pub(crate) fn apply(
     }
     r.pos = frames_at + frame_count * 8;
     for _ in 0..stream_count {
-        let name = r.str16().map_err(bad)?;
+        let name = r.bytes16().map_err(bad)?;
         let runs = r.u32().map_err(bad)?;
+        let wanted = match streams {
+            Streams::All => true,
+            Streams::Only(only) => only.as_bytes() == name,
+        };
+        if !wanted {
+            r.take((runs as usize).saturating_mul(RUN_BYTES))
+                .map_err(bad)?;
+            continue;
+        }
+        let name = std::str::from_utf8(name).map_err(|_| bad("name is not UTF-8"))?;
         for _ in 0..runs {
             let (first_version, first, count) =
                 (|| Ok::<_, &'static str>((r.u64()?, r.u64()?, r.u32()?)))().map_err(bad)?;
@@ -340,6 +364,10 @@ pub(crate) fn apply(
                 ));
             }
         }
+    }
+    if !streams.wants_commands() {
+        // The checksum covered the whole file; the command table is not needed.
+        return Ok(());
     }
     for _ in 0..command_count {
         let first = r.u64().map_err(bad)?;
@@ -444,9 +472,14 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(a))
     }
 
-    fn str16(&mut self) -> Result<&'a str, &'static str> {
+    /// A u16-length-prefixed byte string.
+    fn bytes16(&mut self) -> Result<&'a [u8], &'static str> {
         let b = self.take(2)?;
         let len = usize::from(u16::from_le_bytes([b[0], b[1]]));
-        std::str::from_utf8(self.take(len)?).map_err(|_| "name is not UTF-8")
+        self.take(len)
+    }
+
+    fn str16(&mut self) -> Result<&'a str, &'static str> {
+        std::str::from_utf8(self.bytes16()?).map_err(|_| "name is not UTF-8")
     }
 }
