@@ -6,6 +6,10 @@
 //! only read or written under their stream's lock (see `locks`), except `remove`, which drops an
 //! entry whose state may be wrong and is always safe.
 //!
+//! Taking leaves the stream's slot in the LRU, empty, and putting back fills it: a pop and a push
+//! would free and allocate the LRU's node and rehash the key for every stream of every command
+//! (seven per `PlaceOrder`). An empty slot reads as a miss; it is evicted like any other entry.
+//!
 //! # Two budgets
 //!
 //! Orders and the catalog (products, stock items) have separate LRU budgets. Every `PlaceOrder`
@@ -34,7 +38,8 @@ pub(crate) struct Cached {
 
 const SHARDS: usize = 64;
 
-type Lru = LruCache<StreamRef, Cached>;
+/// `None`: taken by a command that holds the stream's lock (see the module docs).
+type Lru = LruCache<StreamRef, Option<Cached>>;
 
 /// One shard: an LRU for the catalog's streams and one for the orders'.
 struct Shard {
@@ -82,7 +87,11 @@ impl StateCache {
 
     /// Takes the entry out (the caller holds the stream's lock and puts it back).
     pub fn take(&self, stream: &StreamRef) -> Option<Cached> {
-        self.shard(stream).lock().of(stream).pop(stream)
+        self.shard(stream)
+            .lock()
+            .of(stream)
+            .get_mut(stream)
+            .and_then(Option::take)
     }
 
     /// Puts an entry (back), as the most recently used; evicts the least recently used one of
@@ -90,7 +99,11 @@ impl StateCache {
     pub fn put(&self, stream: StreamRef, cached: Cached) {
         let evicted = {
             let mut shard = self.shard(&stream).lock();
-            shard.of(&stream).push(stream, cached)
+            let lru = shard.of(&stream);
+            match lru.get_mut(&stream) {
+                Some(slot) => slot.replace(cached),
+                None => lru.push(stream, Some(cached)).and_then(|(_, old)| old),
+            }
         };
         // Dropped outside the shard's lock: a large state takes a while to free.
         drop(evicted);
@@ -107,15 +120,17 @@ impl StateCache {
             .lock()
             .of(stream)
             .peek(stream)
-            .map(|c| c.len)
+            .and_then(|c| c.as_ref().map(|c| c.len))
     }
 
+    /// How many streams have a state in the cache (not counting taken ones).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
                 let shard = s.lock();
-                shard.catalog.len() + shard.orders.len()
+                let full = |lru: &Lru| lru.iter().filter(|(_, c)| c.is_some()).count();
+                full(&shard.catalog) + full(&shard.orders)
             })
             .sum()
     }

@@ -18,12 +18,14 @@
 //! `route` is the matched route template (`/v1/orders/{id}`), never the raw path, so that the
 //! number of series stays bounded; requests that match no route count as `unmatched`.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 /// Latency buckets, in seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
@@ -114,13 +116,69 @@ pub(crate) fn render_response(metrics: &Metrics) -> Response {
 
 /// One HTTP request (called by the request middleware).
 pub fn record_http_request(method: &str, route: &str, status: u16, duration: Duration) {
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.to_owned()),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(duration.as_secs_f64());
+    let record = |series: &HttpSeries| {
+        series.requests.increment(1);
+        series.duration.record(duration.as_secs_f64());
+    };
+    // Before the recorder is installed the handles would be no-ops forever: no caching then.
+    if HANDLE.get().is_none() {
+        return record(&HttpSeries::register(method, route, status));
+    }
+    let cache = HTTP_SERIES.get_or_init(Default::default);
+    if let Some(series) = find_series(&cache.read(), method, route, status) {
+        return record(series);
+    }
+    let mut cache = cache.write();
+    if find_series(&cache, method, route, status).is_none() {
+        cache.entry(route.into()).or_default().push((
+            method.into(),
+            status,
+            HttpSeries::register(method, route, status),
+        ));
+    }
+    if let Some(series) = find_series(&cache, method, route, status) {
+        record(series);
+    }
+}
+
+/// The handles of one `{method, route, status}` series of the HTTP metrics, registered once:
+/// building the labels (three `String`s) and hashing them into the registry on every request
+/// cost more than the recording itself. Bounded like the series: routes are templates.
+struct HttpSeries {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpSeries {
+    fn register(method: &str, route: &str, status: u16) -> Self {
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        HttpSeries {
+            requests: metrics::counter!("http_requests_total", &labels),
+            duration: metrics::histogram!("http_request_duration_seconds", &labels),
+        }
+    }
+}
+
+/// Route -> its series by (method, status): a handful each, scanned.
+type HttpSeriesCache = HashMap<Box<str>, Vec<(Box<str>, u16, HttpSeries)>>;
+
+static HTTP_SERIES: OnceLock<RwLock<HttpSeriesCache>> = OnceLock::new();
+
+fn find_series<'a>(
+    cache: &'a HttpSeriesCache,
+    method: &str,
+    route: &str,
+    status: u16,
+) -> Option<&'a HttpSeries> {
+    cache
+        .get(route)?
+        .iter()
+        .find(|(m, s, _)| *s == status && &**m == method)
+        .map(|(_, _, series)| series)
 }
 
 /// How a command ended.

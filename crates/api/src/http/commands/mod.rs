@@ -1,8 +1,8 @@
 //! The command routes (`/v1`, scope `commands`): products, inventory and orders.
 //!
 //! Each handler turns its body into a domain [`Command`], runs it through the
-//! [`CommandService`] of [`AppState::commands`], and answers with the state after the command
-//! and the global position of its append (in the body as `position` and in the
+//! [`CommandService`] of the state (`AppParts::commands`), and answers with the state after the
+//! command and the global position of its append (in the body as `position` and in the
 //! `Emporium-Position` header, so that a later query can ask to read its own write). Errors are
 //! problems (see `problems`). With an `Idempotency-Key`, the idempotency layer replays stored
 //! answers; the command also carries a command id derived from (API key, idempotency key), so
