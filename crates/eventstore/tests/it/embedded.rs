@@ -194,7 +194,7 @@ async fn a_read_only_open_reads_beside_the_writer_and_changes_nothing() {
 async fn a_one_stream_read_only_open_knows_that_stream_and_every_frame() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_with(small_config(dir.path())).unwrap();
-    fill(&store, 200).await;
+    fill(&store, 600).await;
     store.close().await;
     let full = EmbeddedStore::open_read_only(dir.path()).unwrap();
     // The sealed segments are read from their index files, the tail by a scan: both are narrowed.
@@ -210,7 +210,7 @@ async fn a_one_stream_read_only_open_knows_that_stream_and_every_frame() {
             .count()
             >= 2
     );
-    for stream in ["stock-hot", "order-3", "order-199"] {
+    for stream in ["stock-hot", "order-3", "order-599"] {
         let one = EmbeddedStore::open_read_only_for_stream(dir.path(), stream).unwrap();
         assert_eq!(
             one.read_stream(stream, 0, usize::MAX).await.unwrap(),
@@ -223,7 +223,7 @@ async fn a_one_stream_read_only_open_knows_that_stream_and_every_frame() {
         );
         // Other streams are not indexed; the log itself is whole.
         assert_eq!(one.stream_version("order-100").await.unwrap(), None);
-        assert_eq!(one.head().await.unwrap(), 600);
+        assert_eq!(one.head().await.unwrap(), 1800);
         assert_eq!(
             one.read_all(0, &ReadFilter::default(), usize::MAX)
                 .await
