@@ -1,6 +1,6 @@
 //! One pass over the matching documents collects the page (top-k after the cursor), the total,
-//! the price buckets and the stock counts; tantivy's `FacetCollector` runs beside it for the
-//! category counts.
+//! the price buckets, the stock counts and the category counts (per ordinal of the facet column,
+//! named from paths decoded once per segment).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
