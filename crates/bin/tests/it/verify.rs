@@ -53,10 +53,11 @@ fn a_flipped_byte_mid_log_is_reported_with_file_and_offset() {
     assert!(stderr.contains("corrupt event log"), "{stderr}");
 }
 
-/// A seeded copy whose projections exist (`projections status` opens and folds them).
+/// A seeded copy whose projections exist and have folded the whole log (`projections status`
+/// alone opens them but may close before the runners have caught up: they read ahead).
 fn with_projections() -> (tempfile::TempDir, std::path::PathBuf) {
     let (tmp, dir) = seeded_copy();
-    ok(&dir, &["projections", "status"]);
+    ok(&dir, &["projections", "rebuild", "--all"]);
     (tmp, dir)
 }
 
