@@ -1,31 +1,39 @@
 //! `emporium replay <stream> [--as-of-version N | --as-of TIME]`: a stream's state as it was.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use emporium_api::history::{self, AsOf};
-use emporium_eventstore::EmbeddedStore;
+use emporium_eventstore::{EmbeddedStore, EventStore};
 
 use super::{OpenStore, open_event_store_read_only, require_log};
 use crate::cli::{ReplayArgs, StoreArgs};
 
-/// The store to replay `stream` from, read-only: PostgreSQL as usual; the embedded store opened
-/// for that one stream (`EmbeddedStore::open_read_only_for_stream`), which skips building the
-/// tables of every other stream: on a large log that is almost all of the open's cost.
-async fn open_for_stream(store_args: &StoreArgs, stream: &str) -> anyhow::Result<OpenStore> {
+/// The store to replay `stream` from, read-only.
+enum ReplayStore {
+    /// PostgreSQL, as every other command opens it.
+    Open(OpenStore),
+    /// The embedded log, for that one stream (`EmbeddedStore::open_for_replay`): its stream
+    /// directories are searched in place, so the open costs a few reads per segment rather than
+    /// reading every segment's index (it falls back to that when they are missing or unsound).
+    Stream(Arc<dyn EventStore>),
+}
+
+async fn open_for_stream(store_args: &StoreArgs, stream: &str) -> anyhow::Result<ReplayStore> {
     if store_args.database_url.is_some() {
-        return open_event_store_read_only(store_args).await;
+        return Ok(ReplayStore::Open(
+            open_event_store_read_only(store_args).await?,
+        ));
     }
     require_log(&store_args.data_dir)?;
     let dir = super::event_store_dir(&store_args.data_dir);
     let shown = dir.display().to_string();
     let stream = stream.to_owned();
-    let store =
-        tokio::task::spawn_blocking(move || EmbeddedStore::open_read_only_for_stream(dir, &stream))
-            .await
-            .context("opening the event store")?
-            .with_context(|| format!("opening the event store in {shown} for reading"))?;
-    Ok(OpenStore::Embedded(store))
+    // Blocking, but a few reads: not worth a thread hop on the fast path.
+    let store = EmbeddedStore::open_for_replay(dir, &stream)
+        .with_context(|| format!("opening the event store in {shown} for reading"))?;
+    Ok(ReplayStore::Stream(store))
 }
 
 pub async fn run(store_args: &StoreArgs, args: ReplayArgs) -> anyhow::Result<()> {
@@ -43,9 +51,14 @@ pub async fn run(store_args: &StoreArgs, args: ReplayArgs) -> anyhow::Result<()>
     let store = open_for_stream(store_args, &args.stream).await?;
     let opened = opening.elapsed();
     let replaying = Instant::now();
-    let replayed = history::replay(&store.shared(), &args.stream, as_of).await;
+    let replayed = match &store {
+        ReplayStore::Open(open) => history::replay(&open.shared(), &args.stream, as_of).await,
+        ReplayStore::Stream(store) => history::replay(store, &args.stream, as_of).await,
+    };
     let replay_time = replaying.elapsed();
-    store.close().await;
+    if let ReplayStore::Open(open) = store {
+        open.close().await;
+    }
     let replayed = replayed?;
     if args.timings {
         // Opening the store (reading its index) and the replay itself are separate costs: a

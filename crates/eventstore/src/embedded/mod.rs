@@ -4,6 +4,8 @@
 //! DIR/LOCK                       held (flock) while a process has the store open
 //! DIR/log/00000000000000000001.seg   segments, named by the position of their first event
 //! DIR/log/00000000000000000001.idx   the persisted index of a sealed segment (`segindex.rs`)
+//! DIR/log/00000000000000000001.sdx   its stream directory (`streamdir.rs`), for one-stream reads
+//! DIR/log/<tail>.<from>.tdx      checkpoints of the tail's stream directory (`checkpoint.rs`)
 //! DIR/snapshots/<hash>.snap      the latest snapshot of each stream
 //! ```
 //!
@@ -13,12 +15,15 @@
 //! (`recovery.rs`); the payloads of the most recent frames stay in
 //! memory so that hot reads and live subscribers do not touch the disk.
 
+mod checkpoint;
 mod index;
+mod onestream;
 mod read;
 mod recovery;
 pub(crate) mod scan;
 mod segindex;
 mod snapshots;
+mod streamdir;
 mod writer;
 
 use std::fs::File;
@@ -105,6 +110,8 @@ struct Inner {
     snapshots_dir: PathBuf,
     snapshot_lock: Mutex<()>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Writes the tail's stream directory now and then (writable stores only).
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     subscription_batch_max: usize,
     /// Opened with [`EmbeddedStore::open_read_only`].
     read_only: bool,
@@ -170,6 +177,10 @@ impl EmbeddedStore {
             poison: Mutex::new(None),
             indexers: Mutex::new(Vec::new()),
         });
+        for sealed in recovered.undirected {
+            shared.index_sealed(sealed);
+        }
+        let checkpointer = checkpoint::Checkpointer::start(&shared);
         let (tx, rx) = mpsc::channel(config.queue_appends_max.max(1));
         let writer = Writer {
             shared: shared.clone(),
@@ -196,6 +207,7 @@ impl EmbeddedStore {
                 snapshots_dir,
                 snapshot_lock: Mutex::new(()),
                 writer: Mutex::new(Some(handle)),
+                checkpointer: Mutex::new(checkpointer),
                 subscription_batch_max: config.subscription_batch_max,
                 read_only: false,
             }),
@@ -221,6 +233,36 @@ impl EmbeddedStore {
         stream: &str,
     ) -> Result<Self, StoreError> {
         Self::open_read_only_with(dir.into(), Streams::Only(stream))
+    }
+
+    /// A read-only store of one stream for `emporium replay`, opened in a few `pread`s per
+    /// segment through the stream directories (`streamdir.rs`, `onestream.rs`) when they are
+    /// all there and sound, else [`EmbeddedStore::open_read_only_for_stream`]. The answers are
+    /// those of the latter: `stream` as it is in the log, every other stream empty.
+    pub fn open_for_replay(
+        dir: impl Into<PathBuf>,
+        stream: &str,
+    ) -> Result<Arc<dyn EventStore>, StoreError> {
+        let dir = dir.into();
+        match onestream::open(&dir, stream) {
+            Ok(found) => Ok(Arc::new(onestream::StreamReader::new(found, dir))),
+            Err(reason) => {
+                tracing::debug!(
+                    reason,
+                    "no usable stream directories; opening the whole log"
+                );
+                Ok(Arc::new(Self::open_read_only_for_stream(dir, stream)?))
+            }
+        }
+    }
+
+    /// Why [`EmbeddedStore::open_for_replay`] of `stream` would fall back to reading the whole
+    /// log (`Err(reason)`), or `Ok` when the stream directories serve it: for tests and for
+    /// telling why a replay is slow.
+    pub fn check_stream_directories(dir: impl Into<PathBuf>, stream: &str) -> Result<(), String> {
+        onestream::open(&dir.into(), stream)
+            .map(|_| ())
+            .map_err(str::to_owned)
     }
 
     fn open_read_only_with(dir: PathBuf, streams: Streams<'_>) -> Result<Self, StoreError> {
@@ -251,6 +293,7 @@ impl EmbeddedStore {
                 snapshots_dir: config.dir.join("snapshots"),
                 snapshot_lock: Mutex::new(()),
                 writer: Mutex::new(None),
+                checkpointer: Mutex::new(None),
                 subscription_batch_max: config.subscription_batch_max,
                 read_only: true,
             }),
@@ -259,10 +302,7 @@ impl EmbeddedStore {
 
     fn refuse_if_read_only(&self) -> Result<(), StoreError> {
         if self.inner.read_only {
-            return Err(StoreError::Io(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "the event store is open read-only",
-            )));
+            return Err(read_only_error());
         }
         Ok(())
     }
@@ -279,6 +319,11 @@ impl EmbeddedStore {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        let checkpointer = self.inner.checkpointer.lock().take();
+        if let Some(checkpointer) = checkpointer {
+            // After the writer: the last checkpoint covers every append.
+            let _ = tokio::task::spawn_blocking(move || checkpointer.stop()).await;
+        }
         // The writer is stopped, so no new indexer starts.
         let indexers = std::mem::take(&mut *self.inner.shared.indexers.lock());
         if !indexers.is_empty() {
@@ -290,6 +335,13 @@ impl EmbeddedStore {
             .await;
         }
     }
+}
+
+fn read_only_error() -> StoreError {
+    StoreError::Io(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        "the event store is open read-only",
+    ))
 }
 
 /// Takes the directory's lock file. A lock that is busy is retried for a moment: a process that

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::index::{FrameLoc, Index, Segment};
-use super::segindex;
+use super::{segindex, streamdir};
 use crate::frame::{self, FrameView, HEADER_LEN};
 use crate::{Position, StoreError};
 
@@ -37,6 +37,8 @@ pub(crate) struct Recovered {
     pub index: Index,
     /// Length of the last segment after any truncation.
     pub tail_len: u64,
+    /// Sealed segments with a sound index file but no stream directory (`streamdir.rs`).
+    pub undirected: Vec<PathBuf>,
 }
 
 pub(crate) fn list_segments(log_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
@@ -147,6 +149,7 @@ fn recover_with(
     let mut tail_len = 0;
     let mut tail: Option<(Bytes, usize)> = None;
     let mut index_buf = Vec::new();
+    let mut undirected = Vec::new();
     for (segment_no, path) in paths.iter().enumerate() {
         let is_last = segment_no + 1 == paths.len();
         let file = match mode {
@@ -164,18 +167,24 @@ fn recover_with(
             } else {
                 None
             };
+            let loaded_index = loaded.is_some();
             match loaded {
                 Some(bytes) => segindex::apply(&mut index, segment, path, bytes, streams)
                     .map_err(Failure::Index)?,
                 None => {
-                    let bytes = segindex::build(path, &file)?;
-                    segindex::apply(&mut index, segment, path, &bytes, streams)?;
+                    let built = segindex::build(path, &file)?;
+                    segindex::apply(&mut index, segment, path, &built.index, streams)?;
                     if mode == Mode::Writable
-                        && let Err(e) = segindex::write(path, &bytes)
+                        && let Err(e) = segindex::write_built(path, &built)
                     {
                         tracing::warn!(file = %path.display(), error = %e, "cannot write a segment index");
                     }
                 }
+            }
+            if mode == Mode::Writable && loaded_index && !streamdir::sealed_path(path).exists() {
+                // A log indexed before stream directories existed: `open` has them written in
+                // the background (the replay tool falls back to the full open until then).
+                undirected.push(path.clone());
             }
             index.segments.push(Segment {
                 path: Arc::from(path.as_path()),
@@ -221,7 +230,11 @@ fn recover_with(
     if let Some((data, first_frame)) = tail {
         warm_cache(&mut index, &data, first_frame);
     }
-    Ok(Recovered { index, tail_len })
+    Ok(Recovered {
+        index,
+        tail_len,
+        undirected,
+    })
 }
 
 /// Scans the tail segment into `index`; returns the length of its valid prefix.
@@ -304,7 +317,7 @@ fn scan_segment(
 }
 
 /// The offset of a valid frame after `bad` that belongs to a later group than the bad frame.
-fn later_group_frame(data: &[u8], bad: usize) -> Option<usize> {
+pub(crate) fn later_group_frame(data: &[u8], bad: usize) -> Option<usize> {
     let mut from = bad + 1;
     while from + HEADER_LEN <= data.len() {
         let found = data[from..]

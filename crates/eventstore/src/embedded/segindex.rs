@@ -27,15 +27,14 @@
 //! ```
 //! Little endian throughout. A stream's runs are in version order: each is one write of a frame.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::index::{FrameLoc, Index};
 use super::recovery::Streams;
+use super::streamdir::{self, Collector};
 use crate::frame::{self, FrameView, HEADER_LEN, MAGIC};
 use crate::{Position, StoreError};
 
@@ -58,21 +57,19 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// One write of one frame, for a stream.
-struct Run {
-    first_version: u64,
-    first_position: Position,
-    count: u32,
+/// The two files derived from a sealed segment: its index and its stream directory.
+pub(crate) struct Built {
+    pub index: Vec<u8>,
+    pub directory: Vec<u8>,
 }
 
 /// Scans a sealed segment (every frame must pass its checks: a segment before the last is
-/// durable as a whole) and encodes its index.
-pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
+/// durable as a whole) and encodes its index and its stream directory (`streamdir.rs`).
+pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
     let segment_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut frames: Vec<(u32, Position)> = Vec::new();
-    let mut stream_ids: HashMap<String, usize> = HashMap::new();
-    let mut streams: Vec<(String, Vec<Run>)> = Vec::new();
+    let mut collector = Collector::default();
     let mut commands: Vec<(Position, String)> = Vec::new();
     let mut first_position = 0;
     let mut end_position = 0;
@@ -106,23 +103,7 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
         }
         let frame_offset = u32::try_from(offset).map_err(|_| bad("segment too large"))?;
         frames.push((frame_offset, view.first_position));
-        let mut position = view.first_position;
-        for write in view.writes() {
-            let id = match stream_ids.get(write.stream) {
-                Some(&id) => id,
-                None => {
-                    streams.push((write.stream.to_owned(), Vec::new()));
-                    stream_ids.insert(write.stream.to_owned(), streams.len() - 1);
-                    streams.len() - 1
-                }
-            };
-            streams[id].1.push(Run {
-                first_version: write.first_version,
-                first_position: position,
-                count: write.count,
-            });
-            position += u64::from(write.count);
-        }
+        collector.add(frame_offset, &buf[..HEADER_LEN], &view);
         if let Some(command_id) = view.command_id {
             commands.push((view.first_position, command_id.to_owned()));
         }
@@ -130,6 +111,7 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
         offset += (HEADER_LEN + len) as u64;
     }
 
+    let streams = &collector.streams;
     let mut out = Vec::with_capacity(HEADER_BYTES + frames.len() * 8 + streams.len() * 48);
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -145,7 +127,7 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
         // A segment is at most about 1 GiB, so it holds fewer than 4G events.
         out.extend_from_slice(&((first - first_position) as u32).to_le_bytes());
     }
-    for (name, runs) in &streams {
+    for (name, runs) in streams {
         // Stream names are validated short (< 64 KiB) before they are ever written.
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
@@ -163,7 +145,10 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Vec<u8>, StoreError> {
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    Ok(Built {
+        index: out,
+        directory: collector.encode(0, segment_len),
+    })
 }
 
 /// Reads the index file of `segment` into `buf` (cleared first), if there is one that passes its
@@ -383,27 +368,16 @@ pub(crate) fn apply(
 /// Writes `bytes` as the index of `segment`: to a temporary file, synced, then renamed over, so a
 /// crash leaves either no index, an old complete one, or the new complete one.
 pub(crate) fn write(segment: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let target = index_path(segment);
-    let tmp = segment.with_extension(format!(
-        "idx.{}.{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        if let Some(dir) = target.parent() {
-            super::writer::sync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    streamdir::write_atomic(&index_path(segment), bytes, true)
+}
+
+/// Writes both files built from a sealed segment; once its stream directory is there, the
+/// segment's tail checkpoints (from when it was the tail) are no longer needed.
+pub(crate) fn write_built(segment: &Path, built: &Built) -> std::io::Result<()> {
+    write(segment, &built.index)?;
+    streamdir::write_atomic(&streamdir::sealed_path(segment), &built.directory, true)?;
+    streamdir::remove_checkpoints(segment);
+    Ok(())
 }
 
 /// Indexes a segment that was just sealed, on a thread of its own so the writer does not wait:
@@ -415,7 +389,7 @@ pub(crate) fn index_sealed_in_background(segment: PathBuf) -> Option<std::thread
             let result = File::open(&segment)
                 .map_err(StoreError::from)
                 .and_then(|file| build(&segment, &file))
-                .and_then(|bytes| write(&segment, &bytes).map_err(StoreError::from));
+                .and_then(|built| write_built(&segment, &built).map_err(StoreError::from));
             if let Err(e) = result {
                 tracing::warn!(
                     file = %segment.display(),
@@ -433,7 +407,7 @@ pub(crate) fn index_sealed_in_background(segment: PathBuf) -> Option<std::thread
     }
 }
 
-/// Removes the temporary files of index writes that a crash interrupted.
+/// Removes the temporary files of index, directory and checkpoint writes that a crash interrupted.
 pub(crate) fn remove_leftovers(log_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(log_dir) else {
         return;
@@ -441,7 +415,8 @@ pub(crate) fn remove_leftovers(log_dir: &Path) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.ends_with(".tmp") && name.contains(".idx.") {
+        let derived = [".idx.", ".sdx.", ".tdx."];
+        if name.ends_with(".tmp") && derived.iter().any(|ext| name.contains(ext)) {
             let _ = std::fs::remove_file(&path);
         }
     }

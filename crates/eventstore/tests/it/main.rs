@@ -13,3 +13,4 @@ mod embedded;
 mod harness;
 mod postgres;
 mod scan;
+mod streamdir;
