@@ -24,7 +24,7 @@ use emporium_domain::{
     ProductEvent, Sku, StockEvent, Timestamp, WarehouseId,
 };
 use emporium_eventstore::{Metadata, RecordedEvent};
-use emporium_projections::{Catalog, ModelConfig, Orders, ReadModel, StockLevels};
+use emporium_projections::{Catalog, ModelConfig, Orders, ProductSearch, ReadModel, StockLevels};
 
 const BATCH: usize = 131_072;
 const WAREHOUSES: [&str; 4] = ["berlin", "paris", "madrid", "warsaw"];
@@ -288,6 +288,7 @@ fn main() {
         ("catalog", timed(fold::<Catalog>)),
         ("stock", timed(fold::<StockLevels>)),
         ("orders", timed(fold::<Orders>)),
+        ("search", timed(fold::<ProductSearch>)),
     ] {
         println!(
             "{name:>8}: {:>10.0} events/s alone ({elapsed:.2?}, {:.1} MiB; CPU {cpu:.2?}, {:.0} events per CPU-second)",

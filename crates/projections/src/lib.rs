@@ -5,6 +5,7 @@
 //!   projection that feeds the tantivy index of [`search`].
 //! - [`set`]: the four projections of a data directory, with status and rebuild-and-swap.
 //! - [`storage`]: what the redb models share (one transaction per batch, checkpoint inside).
+//! - `search_bulk`: the search projection's rebuild, folded in memory and indexed once.
 
 pub mod catalog;
 pub mod fanout;
@@ -13,6 +14,7 @@ pub mod orders;
 pub mod product_search;
 pub mod runner;
 pub mod search;
+mod search_bulk;
 pub mod set;
 pub mod stock_levels;
 pub mod storage;

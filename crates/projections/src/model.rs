@@ -49,6 +49,22 @@ pub trait ReadModel: Send + Sync + Sized + 'static {
 
     /// The bytes the model takes on disk.
     fn size_bytes(&self) -> u64;
+
+    /// Bulk mode, for a generation nobody reads yet (a rebuild fed by the shared read): `apply`
+    /// may fold into memory and store nothing until [`ReadModel::end_bulk`], which stores it all
+    /// with its checkpoint. Returns whether the model took it (a model may only take it when
+    /// empty, and need not take it at all). While bulk, [`ReadModel::checkpoint`] stays at what
+    /// is stored, so a runner that fails over resumes from there.
+    fn begin_bulk(&self) -> bool {
+        false
+    }
+
+    /// Leaves bulk mode: stores everything folded since [`ReadModel::begin_bulk`] (durably,
+    /// with its checkpoint) if `store`, else drops it. On an error nothing folded in bulk is
+    /// stored: the caller resumes from the checkpoint.
+    fn end_bulk(&self, _store: bool) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 /// Feeds a shared [`ReadModel`] from the runner.
@@ -69,6 +85,14 @@ impl<M: ReadModel> Projection for Feed<M> {
 
     fn flush(&mut self) -> Result<(), ProjectionError> {
         self.0.flush()
+    }
+
+    fn begin_bulk(&mut self) -> bool {
+        self.0.begin_bulk()
+    }
+
+    fn end_bulk(&mut self, store: bool) -> Result<(), ProjectionError> {
+        self.0.end_bulk(store)
     }
 }
 

@@ -46,11 +46,14 @@ use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use parking_lot::Mutex;
+
 use crate::model::{ModelConfig, ReadModel};
 use crate::runner::ProjectionError;
 use crate::search::{
     ProductDoc, SearchError, SearchIndex, SearchRequest, SearchResponse, Suggestion,
 };
+use crate::search_bulk::{SearchBulk, left_out_if_refused};
 use crate::stock_levels::{StockRow, fold_stock, stock_sku};
 use crate::storage::{
     ModelDb, decode_event, decode_row, dir_size_bytes, encode_row, is_product_stream,
@@ -76,6 +79,8 @@ pub struct ProductSearch {
     /// The next batch compares stock with the index documents, not the table (see the module
     /// docs): set at open and after a failed batch.
     resync: AtomicBool,
+    /// A rebuild's fold in memory (see [`crate::search_bulk`]); `None`: live.
+    bulk: Mutex<Option<SearchBulk>>,
 }
 
 impl ReadModel for ProductSearch {
@@ -95,6 +100,7 @@ impl ReadModel for ProductSearch {
                 db,
                 dir: dir.to_owned(),
                 resync: AtomicBool::new(true),
+                bulk: Mutex::new(None),
             })
         };
         let model = open()?;
@@ -123,6 +129,9 @@ impl ReadModel for ProductSearch {
         let Some(last) = events.last() else {
             return Ok(());
         };
+        if let Some(bulk) = self.bulk.lock().as_mut() {
+            return bulk.fold(events, search_error);
+        }
         let result = self.db.write_batch(last.position, |txn| {
             self.apply_batch(txn, events)?;
             if self.index.pending_writes() == 0 {
@@ -151,6 +160,58 @@ impl ReadModel for ProductSearch {
 
     fn size_bytes(&self) -> u64 {
         dir_size_bytes(&self.dir)
+    }
+
+    /// Only an empty model (a rebuild's fresh generation) folds in bulk.
+    fn begin_bulk(&self) -> bool {
+        let empty = self.db.checkpoint().is_ok_and(|c| c == 0)
+            && self.index.num_docs() == 0
+            && self.index.pending_writes() == 0;
+        if empty {
+            *self.bulk.lock() = Some(SearchBulk::default());
+        }
+        empty
+    }
+
+    fn end_bulk(&self, store: bool) -> Result<(), ProjectionError> {
+        let Some(bulk) = self.bulk.lock().take() else {
+            return Ok(());
+        };
+        let position = bulk.position;
+        if !store || position == 0 {
+            return Ok(());
+        }
+        let (docs, stock) = bulk.into_documents();
+        // The index first, as a live batch does (see the module docs), then the stock table
+        // with the same checkpoint, durably: the swap follows.
+        let loaded = self
+            .index
+            .load_fresh(&docs)
+            .and_then(|()| self.index.commit(position));
+        if let Err(error) = loaded {
+            if let Err(error) = self.index.rollback() {
+                tracing::error!(%error, "search index rollback failed");
+            }
+            return Err(search_error(error));
+        }
+        drop(docs);
+        let mut stock: Vec<(String, StockRow)> = stock.into_iter().collect();
+        stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.db.write_batch(position, |txn| {
+            let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
+            for (sku, row) in &stock {
+                table
+                    .insert(sku.as_str(), encode_row(row)?.as_slice())
+                    .map_err(storage_error)?;
+            }
+            txn.open_table(SEARCH_META)
+                .map_err(storage_error)?
+                .insert(INDEX_REQUIRED, position)
+                .map_err(storage_error)
+                .map(drop)
+        })?;
+        self.resync.store(false, Ordering::Relaxed);
+        self.db.flush()
     }
 }
 
@@ -300,19 +361,7 @@ impl ProductSearch {
     /// Upserts a document; one the index refuses (the index's limits are not the domain's) is
     /// left out with a warning rather than stopping the projection for good.
     fn upsert(&self, doc: &ProductDoc, event: &RecordedEvent) -> Result<(), ProjectionError> {
-        match self.index.upsert(doc) {
-            Ok(()) => Ok(()),
-            Err(error) if error.is_client_error() => {
-                tracing::warn!(
-                    sku = doc.sku,
-                    position = event.position,
-                    %error,
-                    "product not indexed: the search index refuses it"
-                );
-                Ok(())
-            }
-            Err(error) => Err(search_error(error)),
-        }
+        left_out_if_refused(self.index.upsert(doc), doc, event, search_error).map(drop)
     }
 
     /// The index, for queries.

@@ -89,6 +89,17 @@ pub trait Projection: Send + 'static {
     fn flush(&mut self) -> Result<(), ProjectionError> {
         Ok(())
     }
+
+    /// See [`crate::model::ReadModel::begin_bulk`]: only a runner fed by a shared read (a
+    /// rebuild) asks for it.
+    fn begin_bulk(&mut self) -> bool {
+        false
+    }
+
+    /// See [`crate::model::ReadModel::end_bulk`].
+    fn end_bulk(&mut self, _store: bool) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -439,7 +450,7 @@ fn follow<P: Projection>(
         previous_batch_end = record_batch(
             shared,
             projection.name(),
-            position_tx,
+            Some(position_tx),
             batch.len(),
             position,
             previous_batch_end,
@@ -448,6 +459,10 @@ fn follow<P: Projection>(
 }
 
 /// Folds the batches of a shared read until it closes (or shutdown).
+///
+/// In bulk mode (the model took [`Projection::begin_bulk`]) the batches are folded in memory
+/// and stored once when the feed closes; their position is published only then, so that a
+/// rebuild does not swap in a generation whose state is not stored yet.
 fn fold_feed<P: Projection>(
     runtime: &tokio::runtime::Handle,
     projection: &mut P,
@@ -457,6 +472,8 @@ fn fold_feed<P: Projection>(
     shared: &Shared,
 ) -> Result<(), ProjectionError> {
     let mut position = projection.checkpoint()?;
+    let bulk = projection.begin_bulk();
+    let publish = (!bulk).then_some(position_tx);
     let mut previous_batch_end = Instant::now();
     loop {
         let next = runtime.block_on(async {
@@ -465,23 +482,39 @@ fn fold_feed<P: Projection>(
                 _ = shutdown.wait_for(|&s| s) => None,
             }
         });
-        let Some(batch) = next else { return Ok(()) };
+        let Some(batch) = next else { break };
         // Batches are in position order: skip what the checkpoint already holds.
         let fresh = &batch[batch.partition_point(|e| e.position <= position)..];
         let Some(last) = fresh.last().map(|e| e.position) else {
             continue;
         };
-        projection.apply(fresh)?;
+        if let Err(error) = projection.apply(fresh) {
+            // A failed bulk fold drops what it holds: the runner resumes from the stored
+            // checkpoint.
+            if bulk {
+                let _ = projection.end_bulk(false);
+            }
+            return Err(error);
+        }
         position = last;
         previous_batch_end = record_batch(
             shared,
             projection.name(),
-            position_tx,
+            publish,
             fresh.len(),
             position,
             previous_batch_end,
         );
     }
+    if bulk {
+        // Stopped (a cancelled rebuild): the generation is discarded, do not store it.
+        let store = !*shutdown.borrow();
+        projection.end_bulk(store)?;
+        if store {
+            let _ = position_tx.send(position);
+        }
+    }
+    Ok(())
 }
 
 /// Publishes a committed batch: stats, metrics, and the position read-your-writes waits on.
@@ -489,7 +522,7 @@ fn fold_feed<P: Projection>(
 fn record_batch(
     shared: &Shared,
     name: &'static str,
-    position_tx: &watch::Sender<Position>,
+    position_tx: Option<&watch::Sender<Position>>,
     applied: usize,
     position: Position,
     previous_batch_end: Instant,
@@ -519,6 +552,8 @@ fn record_batch(
     metrics::gauge!("emporium_projection_position", "projection" => name).set(position as f64);
     metrics::counter!("emporium_projection_events_applied_total", "projection" => name)
         .increment(applied);
-    let _ = position_tx.send(position);
+    if let Some(position_tx) = position_tx {
+        let _ = position_tx.send(position);
+    }
     now
 }

@@ -81,13 +81,11 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
     }
     let (store, set) = open_set(store_args).await?;
     // Every rebuild starts at once, fed by one read of the log: each event is read once for all
-    // of them, and they fold in parallel (the wall time is the slowest one's, not the sum).
+    // of them, and they fold in parallel (the wall time is the slowest one's, not the sum). A
+    // fed rebuild may also fold in bulk (in memory, stored once: see `ReadModel::begin_bulk`),
+    // so a single projection goes through the same path.
     let started = std::time::Instant::now();
-    let rebuilds: Vec<(ProjectionName, Rebuild)> = if names.len() == 1 {
-        vec![(names[0], set.rebuild(names[0]))]
-    } else {
-        set.rebuild_all(&names)
-    };
+    let rebuilds: Vec<(ProjectionName, Rebuild)> = set.rebuild_all(&names);
     let head = rebuilds
         .iter()
         .map(|(_, r)| r.progress().head)

@@ -404,8 +404,7 @@ impl SearchIndex {
         doc: &ProductDoc,
         facet: Facet,
     ) -> Result<(), SearchError> {
-        let f = &self.fields;
-        let sku_term = Term::from_field_text(f.sku, &doc.sku);
+        let sku_term = Term::from_field_text(self.fields.sku, &doc.sku);
         // A delete costs a term look-up in every segment at commit: only queue one when the SKU
         // may be indexed (written since the last commit, or in a committed segment).
         if state.pending.contains_key(&doc.sku) || searcher.doc_freq(&sku_term)? > 0 {
@@ -415,6 +414,19 @@ impl SearchIndex {
             state.pending.insert(doc.sku.clone(), None);
             return Ok(());
         }
+        let (d, bytes) = self.document(doc, facet)?;
+        state.writer.add_document(d)?;
+        state.pending.insert(doc.sku.clone(), Some(bytes));
+        Ok(())
+    }
+
+    /// The tantivy document of a product, and its stored (postcard) form.
+    fn document(
+        &self,
+        doc: &ProductDoc,
+        facet: Facet,
+    ) -> Result<(TantivyDocument, Vec<u8>), SearchError> {
+        let f = &self.fields;
         let mut d = TantivyDocument::new();
         d.add_text(f.sku, &doc.sku);
         d.add_text(f.name, &doc.name);
@@ -438,8 +450,45 @@ impl SearchIndex {
             sku: doc.sku.clone(),
         })?;
         d.add_bytes(f.doc, &bytes);
-        state.writer.add_document(d)?;
-        state.pending.insert(doc.sku.clone(), Some(bytes));
+        Ok((d, bytes))
+    }
+
+    /// Whether [`SearchIndex::upsert`] would take `doc` (the index's limits are not the
+    /// domain's): the same check, without writing.
+    pub fn check(doc: &ProductDoc) -> Result<(), SearchError> {
+        validate_doc(doc).map(drop)
+    }
+
+    /// Whether [`SearchIndex::set_price`] would take this price.
+    pub fn check_price(sku: &str, price_minor: i64, currency: &str) -> Result<(), SearchError> {
+        validate_sku(sku)?;
+        validate_price(sku, price_minor)?;
+        validate_currency(sku, currency)
+    }
+
+    /// Bulk load into an index that holds none of these SKUs (a rebuild's fresh generation):
+    /// every document is added once, without the per-document delete and look-aside
+    /// bookkeeping of [`SearchIndex::upsert`]; visible at the next [`SearchIndex::commit`].
+    /// Inactive documents are skipped. Fails (and writes nothing) if the index holds documents
+    /// or uncommitted writes.
+    pub fn load_fresh<'a>(
+        &self,
+        docs: impl IntoIterator<Item = &'a ProductDoc>,
+    ) -> Result<(), SearchError> {
+        let state = self.writer.lock();
+        if !state.pending.is_empty() || self.reader.searcher().num_docs() > 0 {
+            return Err(SearchError::Index(TantivyError::InvalidArgument(
+                "a bulk load needs an empty index".to_owned(),
+            )));
+        }
+        for doc in docs {
+            if !doc.active {
+                continue;
+            }
+            let facet = validate_doc(doc)?;
+            let (d, _) = self.document(doc, facet)?;
+            state.writer.add_document(d)?;
+        }
         Ok(())
     }
 

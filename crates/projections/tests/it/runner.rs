@@ -410,3 +410,116 @@ async fn a_price_change_and_a_sellout_are_searchable_once_the_runner_has_applied
     })
     .await;
 }
+
+/// What the search model serves, product by product, and for a few searches (totals, facets,
+/// the SKUs found): a rebuild in bulk mode must serve exactly this as the live fold.
+fn served(search: &ProductSearch) -> Vec<String> {
+    let mut out = Vec::new();
+    for sku in [
+        "HP-100", "HP-200", "SPK-1", "CAB-USB", "MUG-1", "TEA-1", "NOPE-1",
+    ] {
+        out.push(format!("{sku}: {:?}", search.product(sku).unwrap()));
+    }
+    for text in ["", "headphones", "mug", "tea", "cable"] {
+        let mut request = SearchRequest::query(text);
+        request.limit = 100;
+        let response = search.search(&request).unwrap();
+        let mut skus: Vec<String> = response
+            .hits
+            .iter()
+            .map(|h| format!("{} {}", h.sku, h.available))
+            .collect();
+        skus.sort();
+        out.push(format!(
+            "{text:?}: total {} {:?} {skus:?}",
+            response.total, response.facets
+        ));
+    }
+    out.push(format!("docs {}", search.index().num_docs()));
+    out
+}
+
+/// Every event of the store, and a search model in `dir` with a runner fed by a channel the
+/// test holds (as a rebuild's shared read feeds it).
+async fn fed_search(
+    store: &Arc<dyn EventStore>,
+    dir: &std::path::Path,
+) -> (
+    Vec<RecordedEvent>,
+    Arc<ProductSearch>,
+    tokio::sync::mpsc::Sender<Arc<Vec<RecordedEvent>>>,
+    runner::ProjectionHandle,
+) {
+    let events = store
+        .read_all(0, &emporium_eventstore::ReadFilter::default(), 10_000)
+        .await
+        .unwrap();
+    let model = Arc::new(ProductSearch::open(dir, &ModelConfig::small()).unwrap());
+    let (feed, receiver) = tokio::sync::mpsc::channel(1);
+    let handle = runner::spawn_fed(
+        Arc::clone(store),
+        Feed(Arc::clone(&model)),
+        config(),
+        Some(receiver),
+    )
+    .unwrap();
+    (events, model, feed, handle)
+}
+
+/// A runner fed by a shared read folds the search model in bulk: nothing is stored and no
+/// position is published until the feed closes; then the state is exactly the live fold's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_fed_search_rebuild_stores_once_and_equals_the_live_fold() {
+    with_embedded(|store| async move {
+        let mut world = World::new(Arc::clone(&store));
+        scenario(&mut world).await;
+        let head = store.head().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let live: ProductSearch = fold_all(&*store, &dir.path().join("live"), 3).await;
+        let (events, model, feed, handle) = fed_search(&store, &dir.path().join("bulk")).await;
+        // Several batches, the middle ones overlapping (a feed may repeat what is folded).
+        let chunks: Vec<Vec<RecordedEvent>> = events.chunks(5).map(<[_]>::to_vec).collect();
+        for chunk in &chunks {
+            feed.send(Arc::new(chunk.clone())).await.unwrap();
+        }
+        feed.send(Arc::new(events[..7].to_vec())).await.unwrap();
+        // The runner has taken every batch: folded (or folding) in memory, nothing stored.
+        feed.reserve().await.unwrap();
+        assert_eq!(model.checkpoint().unwrap(), 0);
+        assert_eq!(handle.position(), 0);
+        drop(feed);
+        handle.wait_for(head, WAIT).await.unwrap();
+        assert_eq!(model.checkpoint().unwrap(), head);
+        assert_eq!(served(&model), served(&live));
+        // After the feed, it follows the log live.
+        let last = world.receive("TEA-1", "berlin", 7).await.last_position;
+        handle.wait_for(last, WAIT).await.unwrap();
+        let live: ProductSearch = fold_all(&*store, &dir.path().join("live2"), 3).await;
+        assert_eq!(served(&model), served(&live));
+        handle.stop();
+    })
+    .await;
+}
+
+/// A bulk fold stopped before its feed closes (a cancelled or interrupted rebuild) stores
+/// nothing: the generation stays empty at checkpoint 0 (and the set discards it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_bulk_fold_stores_nothing() {
+    with_embedded(|store| async move {
+        let mut world = World::new(Arc::clone(&store));
+        scenario(&mut world).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (events, model, feed, handle) = fed_search(&store, dir.path()).await;
+        feed.send(Arc::new(events.clone())).await.unwrap();
+        feed.reserve().await.unwrap();
+        handle.stop();
+        assert_eq!(model.checkpoint().unwrap(), 0);
+        assert_eq!(model.index().num_docs(), 0);
+        drop(model);
+        // Reopened, it is empty too.
+        let model = ProductSearch::open(dir.path(), &ModelConfig::small()).unwrap();
+        assert_eq!(model.checkpoint().unwrap(), 0);
+        assert_eq!(model.index().num_docs(), 0);
+    })
+    .await;
+}
