@@ -785,7 +785,7 @@ pub async fn seed(
         CommandConfig {
             early_lock_release: config.only_writer,
             // The demo touches each stream a few times: no need to keep them warm for long.
-            cache_streams_max: 100_000,
+            cache_catalog_bytes: 64 << 20,
             ..CommandConfig::default()
         },
         clock.clone(),

@@ -8,6 +8,7 @@
 //!   waits) and the order expirer.
 //! - [`store`]: the HTTP layer's own storage (API keys, idempotency records), embedded (redb) or
 //!   PostgreSQL.
+//! - [`memory`]: the node's memory budget and how it is divided among the caches.
 //! - [`node`]: the assembly of one server node (stores, services, router) that `emporium serve`
 //!   and the tests run.
 //! - `testing` (feature `testing`): a real server on an ephemeral port for tests.
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod demo;
 pub mod history;
 pub mod http;
+pub mod memory;
 pub mod node;
 pub mod queries;
 pub mod rfc3339;

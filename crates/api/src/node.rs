@@ -31,13 +31,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use emporium_eventstore::{EmbeddedStore, EventStore, PostgresStore, StoreError};
+use emporium_eventstore::{EmbeddedConfig, EmbeddedStore, EventStore, PostgresStore, StoreError};
 use emporium_projections::runner::ProjectionError;
 use emporium_projections::{ModelConfig, ProjectionSet, ProjectionSetConfig};
 
 use crate::commands::{Clock, CommandConfig, CommandService, SystemClock};
 use crate::http::auth::{Bootstrap, KeyError, bootstrap};
 use crate::http::{AppState, HttpConfig, readiness_fn};
+use crate::memory::{self, MemoryBudget, Part};
 use crate::queries::expirer::{self, ExpirerConfig};
 use crate::queries::{QueryConfig, QueryService};
 use crate::store::{ApiStore, ApiStoreError, PgApiStore, RedbApiStore};
@@ -62,6 +63,9 @@ pub struct NodeConfig {
     pub read_models: ModelConfig,
     /// The background expiry of unpaid orders; `None`: off.
     pub expirer: Option<ExpirerConfig>,
+    /// What the caches and buffers may hold together (see [`crate::memory`]); set it with
+    /// [`NodeConfig::with_memory_budget`], which also sizes `commands` and `read_models`.
+    pub memory: MemoryBudget,
 }
 
 impl NodeConfig {
@@ -77,7 +81,21 @@ impl NodeConfig {
             queries: QueryConfig::default(),
             read_models: ModelConfig::default(),
             expirer: Some(ExpirerConfig::default()),
+            memory: MemoryBudget::default(),
         }
+        .with_memory_budget(MemoryBudget::default())
+    }
+
+    /// Divides `budget` among the node's caches (the rule is [`crate::memory`]'s): the warm
+    /// states, each read model's page cache, the search writer, the log's payload cache and the
+    /// API store's page cache.
+    pub fn with_memory_budget(mut self, budget: MemoryBudget) -> Self {
+        self.commands.cache_catalog_bytes = budget.of(Part::StateCatalog);
+        self.commands.cache_orders_bytes = budget.of(Part::StateOrders);
+        self.read_models.storage.cache_bytes = budget.of(Part::ReadModelEach);
+        self.read_models.search.writer_memory_bytes = budget.of(Part::SearchWriter);
+        self.memory = budget;
+        self
     }
 
     /// A node on the PostgreSQL stores at `url` (the data directory holds the read models).
@@ -97,6 +115,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("database_url", &self.database_url.as_ref().map(|_| "(set)"))
             .field("http", &self.http)
             .field("commands", &self.commands)
+            .field("memory", &self.memory)
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +159,12 @@ pub struct Node {
     pub bootstrap: Bootstrap,
     backend: Backend,
     expirer: Option<ExpirerConfig>,
+    memory: MemoryBudget,
 }
+
+/// How often the memory gauges are refreshed (summing the state cache locks its 64 shards in
+/// turn: cheap, but not per request).
+const MEMORY_GAUGES_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,15 +184,22 @@ impl Node {
         let mut commands_config = config.commands.clone();
         let (backend, api_store): (Backend, Arc<dyn ApiStore>) = match &config.database_url {
             None => {
-                let dir = config.data_dir.join("eventlog");
+                let store_config = EmbeddedConfig {
+                    cache_bytes_max: config.memory.of(Part::LogPayloads),
+                    ..EmbeddedConfig::new(config.data_dir.join("eventlog"))
+                };
                 // Opening scans the log: blocking work.
-                let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir))
-                    .await
-                    .map_err(std::io::Error::other)??;
+                let store =
+                    tokio::task::spawn_blocking(move || EmbeddedStore::open_with(store_config))
+                        .await
+                        .map_err(std::io::Error::other)??;
                 let api_path = config.data_dir.join("api.redb");
-                let api_store = tokio::task::spawn_blocking(move || RedbApiStore::open(api_path))
-                    .await
-                    .map_err(std::io::Error::other)??;
+                let api_cache = config.memory.of(Part::ApiStore);
+                let api_store = tokio::task::spawn_blocking(move || {
+                    RedbApiStore::open_with_cache(api_path, api_cache)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
                 // This process is the log's only writer (the directory is locked).
                 commands_config.early_lock_release = true;
                 (Backend::Embedded(store), Arc::new(api_store))
@@ -221,6 +252,7 @@ impl Node {
             bootstrap,
             backend,
             expirer: config.expirer.clone(),
+            memory: config.memory,
         })
     }
 
@@ -245,6 +277,7 @@ impl Node {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let maintenance = self.state.spawn_maintenance();
+        let gauges = self.spawn_memory_gauges();
         let expiry = self
             .expirer
             .clone()
@@ -256,11 +289,33 @@ impl Node {
         };
         let served = crate::http::serve(listener, self.router(), shutdown).await;
         maintenance.abort();
+        gauges.abort();
         if let Some(expiry) = expiry {
             expiry.abort();
         }
         self.close().await;
         served
+    }
+
+    /// Refreshes `emporium_cache_bytes{cache}` for the caches this node owns (the read models
+    /// set theirs as they write) until aborted.
+    fn spawn_memory_gauges(&self) -> tokio::task::JoinHandle<()> {
+        memory::record_budget(&self.memory);
+        let commands = self.commands.clone();
+        let api_store = Arc::clone(&self.api_store);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(MEMORY_GAUGES_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let (catalog, orders) = commands.cached_bytes();
+                memory::record_used(Part::StateCatalog.label(), catalog);
+                memory::record_used(Part::StateOrders.label(), orders);
+                if let Some(bytes) = api_store.cache_bytes() {
+                    memory::record_used(Part::ApiStore.label(), bytes);
+                }
+            }
+        })
     }
 
     /// Closes the stores (appends already queued are written first).

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use emporium_api::memory::MemoryBudget;
 
 /// Emporium: an event-sourced order and inventory engine for e-commerce.
 #[derive(Debug, Parser)]
@@ -98,6 +99,12 @@ pub struct ServeArgs {
     /// How many products the demo seeds.
     #[arg(long, env = "EMPORIUM_DEMO_PRODUCTS", default_value_t = 10_000)]
     pub demo_products: u64,
+
+    /// Memory for the caches and buffers, divided among them by a fixed rule (warm states,
+    /// read-model page caches, search writer, log cache, API store: see
+    /// docs/adr/0004-memory-budget.md). The log's index (~46 bytes an event) comes on top.
+    #[arg(long, env = "EMPORIUM_MEMORY_BUDGET", default_value_t = MemoryBudget::default())]
+    pub memory_budget: MemoryBudget,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ pub async fn serve(store: &StoreArgs, args: &ServeArgs) -> anyhow::Result<()> {
         Some(url) => NodeConfig::postgres(url, &store.data_dir),
     };
     config.bootstrap_key = std::env::var("EMPORIUM_BOOTSTRAP_KEY").ok();
+    let config = config.with_memory_budget(args.memory_budget);
     let node = Node::open(config)
         .await
         .with_context(|| match &store.database_url {

@@ -42,7 +42,8 @@ pub(crate) const ROW_BYTES_MAX: usize = 4 << 20;
 /// How a read model's storage is tuned.
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
-    /// redb's page cache for this database.
+    /// redb's page cache for this database. `emporium serve` sets it from its memory budget
+    /// (`emporium_api::memory`); the default is for the batch tools (rebuild, verify).
     pub cache_bytes: usize,
     /// The longest time between two durable (fsynced) commits.
     pub durable_interval: Duration,
@@ -74,6 +75,11 @@ pub(crate) fn storage_error(error: impl std::fmt::Display) -> ProjectionError {
 /// One redb database holding one read model and its checkpoint.
 pub(crate) struct ModelDb {
     db: Database,
+    /// The `cache` label of `emporium_cache_bytes` (`read_model_<file>`), set after each batch
+    /// (a rebuilding generation and the live one share the series). Not a stored `Gauge`: the
+    /// models open before the server installs its metrics recorder, and a handle taken then
+    /// would stay a no-op.
+    cache_label: String,
     path: PathBuf,
     durable_interval: Duration,
     last_durable: Mutex<Instant>,
@@ -133,8 +139,13 @@ impl ModelDb {
         }
         create_tables(&txn).map_err(storage_error)?;
         txn.commit().map_err(storage_error)?;
+        let file = path.file_stem().map_or_else(
+            || "unnamed".to_owned(),
+            |stem| stem.to_string_lossy().into_owned(),
+        );
         Ok(ModelDb {
             db,
+            cache_label: format!("read_model_{file}"),
             path: path.to_owned(),
             durable_interval: config.durable_interval,
             last_durable: Mutex::new(Instant::now()),
@@ -189,6 +200,8 @@ impl ModelDb {
         if durable {
             *last_durable = Instant::now();
         }
+        metrics::gauge!("emporium_cache_bytes", "cache" => self.cache_label.clone())
+            .set(self.db.cache_stats().used_bytes() as f64);
         Ok(())
     }
 

@@ -106,15 +106,17 @@ use self::cache::{Cached, StateCache};
 pub use self::clock::{Clock, ManualClock, SystemClock};
 use self::locks::LockTable;
 use crate::http::metrics::{self, CommandOutcome as MetricOutcome};
+use crate::memory::{MemoryBudget, Part};
 
 /// Tuning of the command service.
 #[derive(Clone, Debug)]
 pub struct CommandConfig {
-    /// The most product and stock streams whose state is kept warm (LRU; see `cache`: orders
-    /// have their own budget, so that new orders do not evict the catalog).
-    pub cache_streams_max: usize,
-    /// The most order streams whose state is kept warm (LRU).
-    pub cache_orders_max: usize,
+    /// The bytes of product and stock states kept warm (LRU, by estimated bytes; see `cache`:
+    /// orders have their own budget, so that new orders do not evict the catalog). The node
+    /// sets both from its memory budget (`crate::memory`).
+    pub cache_catalog_bytes: usize,
+    /// The bytes of order states kept warm (LRU, by estimated bytes).
+    pub cache_orders_bytes: usize,
     /// Stripes of the lock table (fixed memory; see `locks`).
     pub lock_stripes: usize,
     /// Snapshot a stream every this many events (at least; see the module docs).
@@ -134,12 +136,9 @@ pub struct CommandConfig {
 impl Default for CommandConfig {
     fn default() -> Self {
         CommandConfig {
-            // 100,000 SKUs are 200,000 streams; the headroom absorbs the uneven fill of the
-            // LRU's shards.
-            cache_streams_max: 250_000,
-            // An order is usually paid, cancelled or expired within its reservation time; the
-            // ones that are not reload from the store (a few events).
-            cache_orders_max: 50_000,
+            // The default budget's shares (see `crate::memory` for why these sizes).
+            cache_catalog_bytes: MemoryBudget::default().of(Part::StateCatalog),
+            cache_orders_bytes: MemoryBudget::default().of(Part::StateOrders),
             lock_stripes: 16_384,
             snapshot_every_events: 100,
             snapshots_in_flight_max: 4,
@@ -283,8 +282,8 @@ impl CommandService {
         CommandService {
             inner: Arc::new(Inner {
                 cache: Arc::new(StateCache::new(
-                    config.cache_streams_max,
-                    config.cache_orders_max,
+                    config.cache_catalog_bytes,
+                    config.cache_orders_bytes,
                 )),
                 locks: Arc::new(LockTable::new(config.lock_stripes)),
                 snapshot_permits: Arc::new(Semaphore::new(config.snapshots_in_flight_max)),
@@ -340,6 +339,11 @@ impl CommandService {
     /// How many streams are in the warm cache.
     pub fn cached_streams(&self) -> usize {
         self.inner.cache.len()
+    }
+
+    /// The estimated bytes of the warm states: (products and stock, orders).
+    pub fn cached_bytes(&self) -> (usize, usize) {
+        self.inner.cache.bytes()
     }
 
     /// Forgets every cached state of `streams` (tests: force a load from the store).

@@ -228,6 +228,12 @@ pub trait ApiStore: Send + Sync + 'static {
 
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), ApiStoreError>;
+
+    /// The bytes this process holds in the store's page cache (`None`: no cache of its own, as
+    /// with PostgreSQL). For the memory gauges.
+    fn cache_bytes(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Microseconds since the Unix epoch, now (0 if the clock is before 1970).

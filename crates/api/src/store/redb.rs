@@ -69,6 +69,9 @@ impl std::fmt::Debug for RedbApiStore {
     }
 }
 
+/// The page cache of a store opened without a budget (tools, tests).
+const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
 fn db_error(error: impl std::fmt::Display) -> ApiStoreError {
     ApiStoreError::Database(error.to_string())
 }
@@ -77,13 +80,26 @@ impl RedbApiStore {
     /// Opens (or creates) the store at `path`, typically `<data-dir>/api.redb`. Must be called
     /// inside a tokio runtime only for the async methods; opening itself is synchronous.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, ApiStoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbApiStore::open`] with a page cache of `cache_bytes` (redb's own default is 1 GiB,
+    /// which idempotency records would fill on a busy node; `serve` passes its memory
+    /// budget's share).
+    pub fn open_with_cache(
+        path: impl AsRef<Path>,
+        cache_bytes: usize,
+    ) -> Result<Self, ApiStoreError> {
         let path = path.as_ref();
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent)?;
         }
-        let db = Database::create(path).map_err(db_error)?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(db_error)?;
         {
             let txn = db.begin_write().map_err(db_error)?;
             txn.open_table(KEYS).map_err(db_error)?;
@@ -434,5 +450,9 @@ impl ApiStore for RedbApiStore {
         let txn = self.db.begin_read().map_err(db_error)?;
         txn.open_table(KEYS).map_err(db_error)?;
         Ok(())
+    }
+
+    fn cache_bytes(&self) -> Option<usize> {
+        Some(self.db.cache_stats().used_bytes())
     }
 }
