@@ -10,7 +10,6 @@
 //! | [`record_command`] | `emporium_commands_total{command,outcome}`, `emporium_command_duration_seconds{command,outcome}` |
 //! | [`record_command_retry`] | `emporium_command_retries_total{command}` |
 //! | [`record_append`] | `emporium_append_duration_seconds`, `emporium_append_batch_events`, `emporium_append_batch_streams` |
-//! | [`record_store_batch`] | `emporium_store_commit_batch_appends{store}` (group-commit sizes) |
 //! | [`set_projection_progress`] | `emporium_projection_position{projection}`, `emporium_projection_lag_events{projection}` |
 //! | [`record_idempotency`] | `emporium_idempotency_total{outcome}` |
 //! | [`record_auth_failure`], [`record_rate_limited`] | `emporium_auth_failures_total{reason}`, `emporium_rate_limited_total` |
@@ -32,7 +31,7 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
-/// Size buckets (events, streams, appends per commit).
+/// Size buckets (events and streams per append).
 const SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
@@ -63,12 +62,6 @@ impl Metrics {
                 .and_then(|b| {
                     b.set_buckets_for_metric(
                         Matcher::Prefix("emporium_append_batch".into()),
-                        SIZE_BUCKETS,
-                    )
-                })
-                .and_then(|b| {
-                    b.set_buckets_for_metric(
-                        Matcher::Prefix("emporium_store_commit".into()),
                         SIZE_BUCKETS,
                     )
                 })
@@ -213,10 +206,57 @@ impl CommandOutcome {
 
 /// One command through the command service, by type (`PlaceOrder`) and outcome.
 pub fn record_command(command: &'static str, outcome: CommandOutcome, duration: Duration) {
-    let labels = [("command", command), ("outcome", outcome.as_str())];
-    metrics::counter!("emporium_commands_total", &labels).increment(1);
-    metrics::histogram!("emporium_command_duration_seconds", &labels)
-        .record(duration.as_secs_f64());
+    let record = |series: &CommandSeries| {
+        series.commands.increment(1);
+        series.duration.record(duration.as_secs_f64());
+    };
+    // As for the HTTP series: before the recorder is installed the handles would be no-ops.
+    if HANDLE.get().is_none() {
+        return record(&CommandSeries::register(command, outcome));
+    }
+    let cache = COMMAND_SERIES.get_or_init(Default::default);
+    if let Some(series) = find_command_series(&cache.read(), command, outcome) {
+        return record(series);
+    }
+    let mut cache = cache.write();
+    if find_command_series(&cache, command, outcome).is_none() {
+        cache.push((command, outcome, CommandSeries::register(command, outcome)));
+    }
+    if let Some(series) = find_command_series(&cache, command, outcome) {
+        record(series);
+    }
+}
+
+/// The handles of one `{command, outcome}` series, registered once (a registry lookup per
+/// metric per command was a measurable part of a PlaceOrder). Bounded: commands x outcomes.
+struct CommandSeries {
+    commands: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl CommandSeries {
+    fn register(command: &'static str, outcome: CommandOutcome) -> Self {
+        let labels = [("command", command), ("outcome", outcome.as_str())];
+        CommandSeries {
+            commands: metrics::counter!("emporium_commands_total", &labels),
+            duration: metrics::histogram!("emporium_command_duration_seconds", &labels),
+        }
+    }
+}
+
+type CommandSeriesCache = Vec<(&'static str, CommandOutcome, CommandSeries)>;
+
+static COMMAND_SERIES: OnceLock<RwLock<CommandSeriesCache>> = OnceLock::new();
+
+fn find_command_series<'a>(
+    cache: &'a CommandSeriesCache,
+    command: &str,
+    outcome: CommandOutcome,
+) -> Option<&'a CommandSeries> {
+    cache
+        .iter()
+        .find(|(c, o, _)| *o == outcome && *c == command)
+        .map(|(_, _, series)| series)
 }
 
 /// One retry of a command after an optimistic-concurrency conflict.
@@ -226,16 +266,35 @@ pub fn record_command_retry(command: &'static str) {
 
 /// One append to the event store: its latency and its size.
 pub fn record_append(duration: Duration, events: usize, streams: usize) {
-    metrics::histogram!("emporium_append_duration_seconds").record(duration.as_secs_f64());
-    metrics::histogram!("emporium_append_batch_events").record(events as f64);
-    metrics::histogram!("emporium_append_batch_streams").record(streams as f64);
+    let record = |series: &AppendSeries| {
+        series.duration.record(duration.as_secs_f64());
+        series.events.record(events as f64);
+        series.streams.record(streams as f64);
+    };
+    match HANDLE.get() {
+        // Registered once the recorder is there (see `record_command`).
+        Some(_) => record(APPEND_SERIES.get_or_init(AppendSeries::register)),
+        None => record(&AppendSeries::register()),
+    }
 }
 
-/// One group commit of a store (`store` = `eventlog`, `api`, ...): how many appends shared it.
-pub fn record_store_batch(store: &'static str, appends: usize) {
-    metrics::histogram!("emporium_store_commit_batch_appends", "store" => store)
-        .record(appends as f64);
+struct AppendSeries {
+    duration: metrics::Histogram,
+    events: metrics::Histogram,
+    streams: metrics::Histogram,
 }
+
+impl AppendSeries {
+    fn register() -> Self {
+        AppendSeries {
+            duration: metrics::histogram!("emporium_append_duration_seconds"),
+            events: metrics::histogram!("emporium_append_batch_events"),
+            streams: metrics::histogram!("emporium_append_batch_streams"),
+        }
+    }
+}
+
+static APPEND_SERIES: OnceLock<AppendSeries> = OnceLock::new();
 
 /// A projection's progress: the last position it applied and how many events it is behind the
 /// head of the log (the CQRS "queue depth").

@@ -49,7 +49,12 @@ fn request_id(req: &Request) -> RequestId {
         });
     match given {
         Some(id) => RequestId(Arc::from(id)),
-        None => RequestId(Arc::from(uuid::Uuid::now_v7().to_string())),
+        None => {
+            // Formatted on the stack: one allocation (the Arc) per request, not two.
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+            RequestId(Arc::from(&*id))
+        }
     }
 }
 
@@ -60,10 +65,9 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // `MatchedPath` is an `Arc<str>`: cloning it does not copy the route per request.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     req.extensions_mut().insert(id.clone());
     req.extensions_mut()
         .insert(BodyLimit(state.config.body_limit_bytes));
@@ -104,7 +108,7 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
             tracing::debug!(status = status.as_u16(), latency_ms, "request");
         }
     });
-    metrics::record_http_request(method.as_str(), &route, status.as_u16(), elapsed);
+    metrics::record_http_request(method.as_str(), route, status.as_u16(), elapsed);
     response
 }
 
