@@ -1,5 +1,6 @@
 //! `emporium replay <stream> [--as-of-version N | --as-of TIME]`: a stream's state as it was.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -70,6 +71,12 @@ pub async fn run(store_args: &StoreArgs, args: ReplayArgs) -> anyhow::Result<()>
         );
     }
     let json = serde_json::to_string_pretty(&replayed).context("encoding the state")?;
-    println!("{json}");
-    Ok(())
+    // `replay ... | head` closes the pipe early: that is the reader's choice, not an error.
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{json}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing the state to stdout")
+        }
+        _ => Ok(()),
+    }
 }

@@ -20,8 +20,19 @@ fn a_flipped_byte_mid_log_is_reported_with_file_and_offset() {
         .find(|p| p.extension().is_some_and(|e| e == "seg"))
         .unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
+    // Damage a stock stream's frame in the middle of the log (its name is stored in the frame:
+    // `stock-` + a 11-character SKU such as `ELE-0000001`), so that replaying that stream must
+    // read the damaged frame.
+    let at = bytes.len() / 2
+        + bytes[bytes.len() / 2..]
+            .windows(6)
+            .position(|w| w == b"stock-")
+            .unwrap();
+    let damaged_stream = String::from_utf8(bytes[at..at + 17].to_vec()).unwrap();
+    // The frame stores the event's version right after the stream name (u64, little endian).
+    let damaged_version = u64::from_le_bytes(bytes[at + 17..at + 25].try_into().unwrap());
+    bytes[at + 2] ^= 0x40;
+    let at = at + 2;
     std::fs::write(&segment, bytes).unwrap();
 
     let output = run(&dir, &["verify", "--json"]);
@@ -47,9 +58,19 @@ fn a_flipped_byte_mid_log_is_reported_with_file_and_offset() {
     let output = run(&dir, &["verify"]);
     let out = String::from_utf8(output.stdout).unwrap();
     assert!(out.contains("FAIL  frame checksums: 1"), "{out}");
-    let output = run(&dir, &["replay", "stock-ELE-0000001"]);
+    // `replay` reads (and checks) only the frames it folds (the latest state may come from a
+    // snapshot taken after the damaged frame): as of the damaged version, that frame is read.
+    let version = damaged_version.to_string();
+    let output = run(
+        &dir,
+        &["replay", &damaged_stream, "--as-of-version", &version],
+    );
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(!output.status.success());
+    assert!(
+        !output.status.success(),
+        "replay {damaged_stream} answered: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     assert!(stderr.contains("corrupt event log"), "{stderr}");
 }
 
