@@ -98,8 +98,12 @@ impl Budgeted {
                 );
             }
         }
-        // A state larger than the whole shard evicts everything, itself included.
-        while self.bytes > self.bytes_max {
+        // Evict least recently used entries, but never the one just put (the most recent): a
+        // state larger than the shard's whole share (a flash sale's hot stock item holding
+        // tens of thousands of reservations) is exactly the state every next command needs, and
+        // evicting it would reload it, snapshot plus events, for every order. So a shard holds at
+        // most its share or its one largest state.
+        while self.bytes > self.bytes_max && self.lru.len() > 1 {
             let Some((_, slot)) = self.lru.pop_lru() else {
                 self.bytes = 0;
                 break;
@@ -384,7 +388,9 @@ mod tests {
             cache.put(stock(i), reserved(100));
         }
         let after = cache.len();
-        assert!(cache.bytes().0 <= SHARDS * 50 * small);
+        // A shard holds at most its share, or its one largest state.
+        let big = approx_bytes(&stock(0), &reserved(100).state);
+        assert!(cache.bytes().0 <= SHARDS * (50 * small).max(big));
         assert!(before_bytes > SHARDS * 50 * small / 2);
         // By bytes, not by count: far fewer of the big states fit.
         assert!(
@@ -392,6 +398,19 @@ mod tests {
             "{after} big states vs {before} small ones"
         );
         assert_eq!(cached(&cache, (0..SHARDS * 200).map(stock)), 0);
+    }
+
+    #[test]
+    fn a_state_larger_than_its_shard_stays_cached() {
+        let small = approx_bytes(&stock(0), &stock(0).initial_state());
+        let cache = StateCache::new(SHARDS * 4 * small, SHARDS * small);
+        let hot = stock(7);
+        let big = reserved(1_000);
+        assert!(approx_bytes(&hot, &big.state) > 4 * small);
+        cache.put(hot.clone(), big);
+        let taken = cache.take(&hot).expect("the hot state stays cached");
+        cache.put(hot.clone(), taken);
+        assert!(cache.take(&hot).is_some());
     }
 
     #[test]
