@@ -88,11 +88,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Writes the index of the sealed segment `path` in the background (`segindex.rs`).
-    pub fn index_sealed(&self, path: PathBuf) {
+    /// Writes the indexes of the sealed `segments` in the background, one after another
+    /// (`segindex.rs`).
+    pub fn index_sealed(&self, segments: Vec<PathBuf>) {
         let mut indexers = self.indexers.lock();
         indexers.retain(|h| !h.is_finished());
-        indexers.extend(segindex::index_sealed_in_background(path));
+        indexers.extend(segindex::index_sealed_in_background(segments));
     }
 
     pub fn poisoned(&self) -> Option<String> {
@@ -177,9 +178,7 @@ impl EmbeddedStore {
             poison: Mutex::new(None),
             indexers: Mutex::new(Vec::new()),
         });
-        for sealed in recovered.undirected {
-            shared.index_sealed(sealed);
-        }
+        shared.index_sealed(recovered.undirected);
         let checkpointer = checkpoint::Checkpointer::start(&shared);
         let (tx, rx) = mpsc::channel(config.queue_appends_max.max(1));
         let writer = Writer {

@@ -380,22 +380,32 @@ pub(crate) fn write_built(segment: &Path, built: &Built) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Indexes a segment that was just sealed, on a thread of its own so the writer does not wait:
-/// until the file is there, the next open scans that segment (as it would without index files).
-pub(crate) fn index_sealed_in_background(segment: PathBuf) -> Option<std::thread::JoinHandle<()>> {
+/// Indexes segments that were just sealed (or, on open, an older log's segments that lack a
+/// stream directory), on a thread of its own so the writer does not wait: until a file is there,
+/// the next open scans that segment (as it would without index files). The segments are indexed
+/// one after another: each build holds a segment's worth of index in memory, and an older log
+/// opened for the first time can have dozens of them (at once, 14 segments took 5 GB).
+pub(crate) fn index_sealed_in_background(
+    segments: Vec<PathBuf>,
+) -> Option<std::thread::JoinHandle<()>> {
+    if segments.is_empty() {
+        return None;
+    }
     let spawned = std::thread::Builder::new()
         .name("emporium-log-index".into())
         .spawn(move || {
-            let result = File::open(&segment)
-                .map_err(StoreError::from)
-                .and_then(|file| build(&segment, &file))
-                .and_then(|built| write_built(&segment, &built).map_err(StoreError::from));
-            if let Err(e) = result {
-                tracing::warn!(
-                    file = %segment.display(),
-                    error = %e,
-                    "cannot index a sealed segment; the next open scans it"
-                );
+            for segment in segments {
+                let result = File::open(&segment)
+                    .map_err(StoreError::from)
+                    .and_then(|file| build(&segment, &file))
+                    .and_then(|built| write_built(&segment, &built).map_err(StoreError::from));
+                if let Err(e) = result {
+                    tracing::warn!(
+                        file = %segment.display(),
+                        error = %e,
+                        "cannot index a sealed segment; the next open scans it"
+                    );
+                }
             }
         });
     match spawned {

@@ -293,7 +293,7 @@ impl Writer {
         let file = Arc::new(file);
         let mut index = self.shared.index.write();
         if let Some(sealed) = index.segments.last() {
-            self.shared.index_sealed(sealed.path.to_path_buf());
+            self.shared.index_sealed(vec![sealed.path.to_path_buf()]);
         }
         self.tail_no = u32::try_from(index.segments.len()).map_err(std::io::Error::other)?;
         index.segments.push(Segment {
