@@ -42,6 +42,7 @@ use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use emporium_domain::product::{ProductCreated, ProductDetailsUpdated};
 use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -54,7 +55,7 @@ use crate::search::{
     ProductDoc, SearchError, SearchIndex, SearchRequest, SearchResponse, Suggestion,
 };
 use crate::search_bulk::{SearchBulk, left_out_if_refused};
-use crate::stock_levels::{StockRow, fold_stock, stock_sku};
+use crate::stock_levels::{StockRow, fold_recorded_stock, stock_sku};
 use crate::storage::{
     ModelDb, decode_event, decode_row, dir_size_bytes, encode_row, is_product_stream,
     is_stock_stream, storage_error,
@@ -251,8 +252,33 @@ fn load_stock<'m>(
     }
 }
 
-fn clamp_available(units: u64) -> i64 {
+pub(crate) fn clamp_available(units: u64) -> i64 {
     i64::try_from(units).unwrap_or(i64::MAX)
+}
+
+/// The document a product's creation makes, with `available` units: the one rule for the live
+/// fold and the bulk one (`search_bulk.rs`).
+pub(crate) fn created_doc(e: &ProductCreated, available: i64) -> ProductDoc {
+    ProductDoc {
+        sku: e.sku.to_string(),
+        name: e.name.clone(),
+        description: e.description.clone(),
+        category: e.category.to_string(),
+        tags: e.tags.clone(),
+        price_minor: e.price.amount_minor,
+        currency: e.price.currency.to_string(),
+        available,
+        created_at_micros: e.at.as_micros(),
+        active: true,
+    }
+}
+
+/// A details update applied to a document (price, stock and status are other events').
+pub(crate) fn apply_details(doc: &mut ProductDoc, e: &ProductDetailsUpdated) {
+    doc.name.clone_from(&e.name);
+    doc.description.clone_from(&e.description);
+    doc.category = e.category.to_string();
+    doc.tags.clone_from(&e.tags);
 }
 
 impl ProductSearch {
@@ -272,9 +298,7 @@ impl ProductSearch {
                 let sku = stock_sku(&stock_event);
                 let entry = load_stock(&table, &mut stock, sku)?;
                 let row = &mut entry.row;
-                row.updated_at_micros = fold_stock(row, &stock_event);
-                row.version = event.version;
-                row.position = event.position;
+                fold_recorded_stock(row, &stock_event, event);
                 entry.changed = true;
             } else if is_product_stream(&event.stream) {
                 let Event::Product(product_event) = decode_event(event)? else {
@@ -285,18 +309,7 @@ impl ProductSearch {
                         let entry = load_stock(&table, &mut stock, e.sku.as_str())?;
                         let available = entry.row.available();
                         entry.indexed_in_stock = available > 0;
-                        let doc = ProductDoc {
-                            sku: e.sku.to_string(),
-                            name: e.name.clone(),
-                            description: e.description.clone(),
-                            category: e.category.to_string(),
-                            tags: e.tags.clone(),
-                            price_minor: e.price.amount_minor,
-                            currency: e.price.currency.to_string(),
-                            available: clamp_available(available),
-                            created_at_micros: e.at.as_micros(),
-                            active: true,
-                        };
+                        let doc = created_doc(e, clamp_available(available));
                         self.upsert(&doc, event)?;
                     }
                     ProductEvent::DetailsUpdated(e) => {
@@ -304,10 +317,7 @@ impl ProductSearch {
                         if let Some(mut doc) =
                             self.index.get(e.sku.as_str()).map_err(search_error)?
                         {
-                            doc.name.clone_from(&e.name);
-                            doc.description.clone_from(&e.description);
-                            doc.category = e.category.to_string();
-                            doc.tags.clone_from(&e.tags);
+                            apply_details(&mut doc, e);
                             // The document's count may lag, its in-stock side does not: the
                             // upsert keeps what the index said.
                             self.upsert(&doc, event)?;

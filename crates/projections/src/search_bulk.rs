@@ -20,9 +20,10 @@ use std::collections::HashMap;
 use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 
+use crate::product_search::{apply_details, clamp_available, created_doc};
 use crate::runner::ProjectionError;
 use crate::search::{ProductDoc, SearchError, SearchIndex};
-use crate::stock_levels::{StockRow, fold_stock, stock_sku};
+use crate::stock_levels::{StockRow, fold_recorded_stock, stock_sku};
 use crate::storage::{decode_event, is_product_stream, is_stock_stream};
 
 /// What a rebuild of the search projection has folded so far.
@@ -59,9 +60,7 @@ impl SearchBulk {
                             ..StockRow::default()
                         }),
                 };
-                row.updated_at_micros = fold_stock(row, &stock_event);
-                row.version = event.version;
-                row.position = event.position;
+                fold_recorded_stock(row, &stock_event, event);
             } else if is_product_stream(&event.stream) {
                 let Event::Product(product_event) = decode_event(event)? else {
                     continue;
@@ -83,19 +82,8 @@ impl SearchBulk {
     ) -> Result<(), ProjectionError> {
         match event {
             ProductEvent::Created(e) => {
-                let doc = ProductDoc {
-                    sku: e.sku.to_string(),
-                    name: e.name,
-                    description: e.description,
-                    category: e.category.to_string(),
-                    tags: e.tags,
-                    price_minor: e.price.amount_minor,
-                    currency: e.price.currency.to_string(),
-                    // Set from the final stock when the documents are loaded.
-                    available: 0,
-                    created_at_micros: e.at.as_micros(),
-                    active: true,
-                };
+                // `available` is set from the final stock when the documents are loaded.
+                let doc = created_doc(&e, 0);
                 // A refused document is not written: whatever the index held stays.
                 if accepted(&doc, recorded, search_error)? {
                     self.docs.insert(doc.sku.clone(), Some(doc));
@@ -105,10 +93,7 @@ impl SearchBulk {
                 // A discontinued (or never indexed) product stays out.
                 if let Some(Some(doc)) = self.docs.get_mut(e.sku.as_str()) {
                     let mut updated = doc.clone();
-                    updated.name = e.name;
-                    updated.description = e.description;
-                    updated.category = e.category.to_string();
-                    updated.tags = e.tags;
+                    apply_details(&mut updated, &e);
                     if accepted(&updated, recorded, search_error)? {
                         *doc = updated;
                     }
@@ -140,7 +125,7 @@ impl SearchBulk {
         docs.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
         for doc in &mut docs {
             let available = stock.get(&doc.sku).map_or(0, StockRow::available);
-            doc.available = i64::try_from(available).unwrap_or(i64::MAX);
+            doc.available = clamp_available(available);
         }
         (docs, stock)
     }

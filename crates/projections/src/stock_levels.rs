@@ -93,6 +93,19 @@ impl StockRow {
     }
 }
 
+/// Folds one recorded stock event into its row ([`fold_stock`]) and stamps the row with the
+/// event's version and position: what every fold of stock rows does (stock levels, and search's
+/// live and bulk folds).
+pub(crate) fn fold_recorded_stock(
+    row: &mut StockRow,
+    event: &StockEvent,
+    recorded: &RecordedEvent,
+) {
+    row.updated_at_micros = fold_stock(row, event);
+    row.version = recorded.version;
+    row.position = recorded.position;
+}
+
 /// Folds one stock event into a row: the StockItem aggregate's `evolve`, warehouses only
 /// (saturating, like it). Shared with the search projection, which needs the same numbers.
 pub(crate) fn fold_stock(row: &mut StockRow, event: &StockEvent) -> i64 {
@@ -209,9 +222,7 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
                 entry.insert((row, warehouses))
             }
         };
-        row.updated_at_micros = fold_stock(row, &stock_event);
-        row.version = event.version;
-        row.position = event.position;
+        fold_recorded_stock(row, &stock_event, event);
     }
     let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
