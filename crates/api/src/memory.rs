@@ -10,8 +10,9 @@
 //! the event log's in-memory stream index (about 46 bytes per event: ~460 MiB at 10M events),
 //! the pages of the search index's segment files the kernel maps in, thread stacks and the
 //! runtime. So the process's RSS is about the budget plus what a restarted node holds (~1.1 GiB
-//! at 1M products and 10M events), and the default budget is chosen so that such a node stays
-//! under 2 GiB.
+//! at 1M products and 10M events), and the default budget is chosen so that such a node's
+//! steady state stays under 2 GiB (1,805 MiB measured at 10M events; transient peaks still
+//! reach 2,277 MiB: BENCHMARKS.md).
 //!
 //! Each part reports what it holds as `emporium_cache_bytes{cache}` and its share as
 //! `emporium_cache_budget_bytes{cache}` in `/metrics`.
