@@ -223,8 +223,9 @@ fn scan_rest(
 
 impl OneStream {
     fn version(&self) -> Option<StreamVersion> {
-        let len: u64 = self.runs.iter().map(|r| u64::from(r.run.count)).sum();
-        len.checked_sub(1)
+        // The runs start at version 0 and follow each other (`open` checks it).
+        let last = self.runs.last()?.run;
+        (last.first_version + u64::from(last.count)).checked_sub(1)
     }
 
     /// The stream's events `from..from + limit`, read from the frames the directories name; an
@@ -237,12 +238,17 @@ impl OneStream {
         let mut frames = Vec::new();
         let mut expected = Vec::new();
         let mut last_frame = None;
-        for located in &self.runs {
+        // The runs follow each other in version order (`open` checks it): skip to the first one
+        // that ends after `from` rather than walking a long stream's runs for every page.
+        let first = self
+            .runs
+            .partition_point(|r| r.run.first_version + u64::from(r.run.count) <= from);
+        for located in &self.runs[first..] {
             let run = located.run;
-            let run_end = run.first_version + u64::from(run.count);
-            if run_end <= from || run.first_version >= end {
-                continue;
+            if run.first_version >= end {
+                break;
             }
+            let run_end = run.first_version + u64::from(run.count);
             for version in run.first_version.max(from)..run_end.min(end) {
                 expected.push((version, run.first_position + (version - run.first_version)));
             }

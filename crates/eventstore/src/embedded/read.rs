@@ -1,7 +1,11 @@
 //! Reads: plan under the index lock (which frames, from memory or from disk), then load and
 //! decode without holding it.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -11,27 +15,132 @@ use crate::{Position, ReadFilter, RecordedEvent, StoreError, StreamVersion};
 
 /// Loads one frame's payload, checking it right after it is read.
 pub(crate) fn load(source: FrameSrc) -> Result<Bytes, StoreError> {
-    match source {
-        FrameSrc::Cached(payload) => Ok(payload),
-        FrameSrc::Disk {
-            file,
-            path,
-            offset,
-            len,
-        } => {
-            let mut buf = vec![0; HEADER_LEN + len as usize];
-            file.read_exact_at(&mut buf, offset)?;
-            let corrupt = |reason: &str| StoreError::Corrupt {
-                file: path.display().to_string(),
-                offset,
-                reason: reason.to_owned(),
-            };
-            let checked = frame::check(&buf).map_err(corrupt)?;
-            if checked.len != len as usize {
-                return Err(corrupt("frame length differs from the index"));
-            }
-            Ok(Bytes::from(buf).slice(HEADER_LEN..))
+    let mut frames = Loader::new(vec![source]);
+    frames
+        .next()
+        .unwrap_or_else(|| Err(bad_payload("no frame to load")))
+}
+
+/// Two frames of one file this close are read with one `pread` (the bytes between them are read
+/// and dropped): the kernel copies 4 KiB from the page cache in about what one more system call
+/// costs.
+const COALESCE_GAP: u64 = 4 << 10;
+/// The most bytes one coalesced read takes.
+const COALESCE_MAX: u64 = 1 << 20;
+
+/// The payloads of `frames` in order, each checked (magic, length, checksum, and the length the
+/// index promised) right after it is read. Disk frames that follow each other closely in one file
+/// (a long stream written in a burst: the frames are adjacent) are read with one `pread` into a
+/// buffer reused for the whole load, and each frame is copied out of it: one system call per run
+/// of frames rather than per frame, and no buffer zeroed per frame.
+pub(crate) struct Loader {
+    frames: VecDeque<FrameSrc>,
+    /// The file and offset of the last read into `scratch`, and how many bytes it read.
+    read: Option<(Arc<File>, u64, usize)>,
+    /// Grows to the largest read and stays (zeroed once, not per read).
+    scratch: Vec<u8>,
+}
+
+impl Loader {
+    pub fn new(frames: Vec<FrameSrc>) -> Self {
+        Loader {
+            frames: frames.into(),
+            read: None,
+            scratch: Vec::new(),
         }
+    }
+
+    /// The bytes of the frame at `offset` (header included), if the last read holds them.
+    fn buffered(&self, file: &Arc<File>, offset: u64, total: u64) -> Option<&[u8]> {
+        let (read_file, start, len) = self.read.as_ref()?;
+        let from = offset.checked_sub(*start)?;
+        let to = from.checked_add(total)?;
+        (Arc::ptr_eq(read_file, file) && to <= *len as u64)
+            .then(|| &self.scratch[from as usize..to as usize])
+    }
+
+    /// Reads the frame at `offset` and, with it, the frames queued after it that follow it
+    /// closely in `file` (so that they are then served from the buffer).
+    fn read_run(&mut self, file: &Arc<File>, offset: u64, total: u64) -> std::io::Result<()> {
+        let mut end = offset + total;
+        for next in &self.frames {
+            let FrameSrc::Disk {
+                file: next_file,
+                offset: next_offset,
+                len,
+                ..
+            } = next
+            else {
+                break;
+            };
+            let next_end = next_offset + HEADER_LEN as u64 + u64::from(*len);
+            let near = Arc::ptr_eq(next_file, file)
+                && *next_offset >= end
+                && *next_offset - end <= COALESCE_GAP
+                && next_end - offset <= COALESCE_MAX;
+            if !near {
+                break;
+            }
+            end = next_end;
+        }
+        let mut len = (end - offset) as usize;
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        self.read = None;
+        let read = file.read_exact_at(&mut self.scratch[..len], offset);
+        if read.is_err() && end > offset + total {
+            // A later frame's bytes could not be read: that is for its own read to report, not
+            // this frame's.
+            len = total as usize;
+            file.read_exact_at(&mut self.scratch[..len], offset)?;
+        } else {
+            read?;
+        }
+        self.read = Some((file.clone(), offset, len));
+        Ok(())
+    }
+
+    fn load_disk(
+        &mut self,
+        file: Arc<File>,
+        path: &Path,
+        offset: u64,
+        len: u32,
+    ) -> Result<Bytes, StoreError> {
+        let total = HEADER_LEN as u64 + u64::from(len);
+        if self.buffered(&file, offset, total).is_none() {
+            self.read_run(&file, offset, total)?;
+        }
+        let bytes = self
+            .buffered(&file, offset, total)
+            .ok_or_else(|| bad_payload("a coalesced read is short"))?;
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            file: path.display().to_string(),
+            offset,
+            reason: reason.to_owned(),
+        };
+        let checked = frame::check(bytes).map_err(corrupt)?;
+        if checked.len != len as usize {
+            return Err(corrupt("frame length differs from the index"));
+        }
+        Ok(Bytes::copy_from_slice(&bytes[HEADER_LEN..]))
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Bytes, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(match self.frames.pop_front()? {
+            FrameSrc::Cached(payload) => Ok(payload),
+            FrameSrc::Disk {
+                file,
+                path,
+                offset,
+                len,
+            } => self.load_disk(file, &path, offset, len),
+        })
     }
 }
 
@@ -81,8 +190,8 @@ pub(crate) fn decode_log(
 ) -> Result<(Vec<RecordedEvent>, Position), StoreError> {
     let mut events = Vec::new();
     let mut scanned_to = after;
-    for source in frames {
-        let payload = load(source)?;
+    for payload in Loader::new(frames) {
+        let payload = payload?;
         let view = parse(&payload)?;
         for event in view.events() {
             let event = event.map_err(|e| bad_payload(e.0))?;
@@ -131,8 +240,8 @@ pub(crate) fn decode_stream(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut events = Vec::new();
-    for source in frames {
-        let payload = load(source)?;
+    for payload in Loader::new(frames) {
+        let payload = payload?;
         let view = parse(&payload)?;
         for event in view.events() {
             let event = event.map_err(|e| bad_payload(e.0))?;

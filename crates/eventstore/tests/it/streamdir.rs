@@ -256,3 +256,23 @@ async fn a_crash_around_a_checkpoint_or_a_truncated_tail_falls_back_or_is_ignore
         same_answers(dir.path(), stream).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_frame_inside_one_read_of_adjacent_frames_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // One segment of adjacent frames, each holding an event of "stock-hot": a replay of it
+    // reads them together, and each must still pass its own checksum.
+    filled(one_segment(dir.path()), 100).await;
+    let segment = files(dir.path(), "seg").remove(0);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // A byte in the middle of the segment: inside a frame that is neither the first nor the
+    // last of the read, and not the one the checkpoint checks (the last).
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let fast = EmbeddedStore::open_for_replay(dir.path(), "stock-hot").unwrap();
+    match fast.read_stream("stock-hot", 0, usize::MAX).await {
+        Err(emporium_eventstore::StoreError::Corrupt { .. }) => {}
+        other => panic!("a damaged frame was read without error: {other:?}"),
+    }
+}
