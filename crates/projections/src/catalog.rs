@@ -14,19 +14,20 @@
 //! - `categories`: leaf category → number of products in it (the merge's list of ranges).
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap};
 use std::ops::Bound;
 
 use emporium_domain::{Event, ProductEvent, ProductStatus};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    ModelDb, RedbModel, decode_event, decode_row, encode_row, is_product_stream, storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, heap_bytes,
+    is_product_stream, storage_error,
 };
 
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
@@ -186,9 +187,43 @@ struct Touched {
     row: Option<ProductRow>,
 }
 
+impl Touched {
+    /// The estimated heap bytes of this entry of a [`CatalogFold`] (with its key).
+    fn bytes(&self, sku: &str) -> usize {
+        let mut bytes = std::mem::size_of::<(String, Touched)>()
+            + 8
+            + heap_bytes(sku)
+            + self.before.as_ref().map_or(0, |b| heap_bytes(&b.category));
+        if let Some(row) = &self.row {
+            bytes += heap_bytes(&row.sku)
+                + heap_bytes(&row.name)
+                + heap_bytes(&row.description)
+                + heap_bytes(&row.category)
+                + heap_bytes(&row.currency)
+                + row.tags.capacity() * std::mem::size_of::<String>()
+                + row.tags.iter().map(|t| heap_bytes(t)).sum::<usize>()
+                + row
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| 48 + heap_bytes(k) + heap_bytes(v))
+                    .sum::<usize>();
+        }
+        bytes
+    }
+}
+
+/// The products touched by a fold, by SKU.
+#[derive(Default)]
+pub(crate) struct CatalogFold {
+    touched: FxHashMap<String, Touched>,
+    /// Estimated heap bytes of `touched`.
+    bytes: usize,
+}
+
 /// The catalog read model.
 pub struct Catalog {
     db: ModelDb,
+    bulk: BulkSlot<CatalogFold>,
 }
 
 impl RedbModel for Catalog {
@@ -203,26 +238,67 @@ impl RedbModel for Catalog {
         Ok(())
     }
 
-    fn apply_batch(
-        txn: &WriteTransaction,
+    type Fold = CatalogFold;
+
+    fn fold(
+        fold: &mut CatalogFold,
+        source: Source<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        apply_batch(txn, events)
+        match source {
+            Source::Empty => fold_events(fold, events, |_| Ok(None)),
+            Source::Write(txn) => {
+                let products = txn.open_table(PRODUCTS).map_err(storage_error)?;
+                fold_events(fold, events, |sku| stored_row(&products, sku))
+            }
+            Source::Read(txn) => {
+                let products = txn.open_table(PRODUCTS).map_err(storage_error)?;
+                fold_events(fold, events, |sku| stored_row(&products, sku))
+            }
+        }
+    }
+
+    fn fold_bytes(fold: &CatalogFold) -> usize {
+        fold.bytes
+    }
+
+    fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionError> {
+        write(txn, fold)
     }
 
     fn from_db(db: ModelDb) -> Self {
-        Catalog { db }
+        Catalog {
+            db,
+            bulk: BulkSlot::default(),
+        }
     }
 
     fn db(&self) -> &ModelDb {
         &self.db
     }
+
+    fn bulk(&self) -> &BulkSlot<CatalogFold> {
+        &self.bulk
+    }
 }
 
-fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    let mut products = txn.open_table(PRODUCTS).map_err(storage_error)?;
-    // Fold: each touched row is read once.
-    let mut touched: HashMap<String, Touched> = HashMap::new();
+fn stored_row(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    sku: &str,
+) -> Result<Option<ProductRow>, ProjectionError> {
+    table
+        .get(sku)
+        .map_err(storage_error)?
+        .map(|v| decode_row(v.value()))
+        .transpose()
+}
+
+/// Folds the product events of `events` into `fold`; `load` reads a row `fold` does not hold.
+fn fold_events(
+    fold: &mut CatalogFold,
+    events: &[RecordedEvent],
+    mut load: impl FnMut(&str) -> Result<Option<ProductRow>, ProjectionError>,
+) -> Result<(), ProjectionError> {
     for event in events {
         if !is_product_stream(&event.stream) {
             continue;
@@ -231,29 +307,37 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
             continue;
         };
         let sku = product_sku(&product_event);
-        let entry = match touched.entry(sku.to_owned()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let row: Option<ProductRow> = products
-                    .get(sku)
-                    .map_err(storage_error)?
-                    .map(|v| decode_row(v.value()))
-                    .transpose()?;
-                entry.insert(Touched {
+        // Looked up by `&str` first: the key is allocated only for a row new to the fold.
+        let entry = match fold.touched.get_mut(sku) {
+            Some(entry) => entry,
+            None => {
+                let row = load(sku)?;
+                let touched = Touched {
                     before: row.as_ref().map(Listed::of),
                     row,
-                })
+                };
+                fold.bytes += touched.bytes(sku);
+                fold.touched.entry(sku.to_owned()).or_insert(touched)
             }
         };
-        fold(&mut entry.row, &product_event, event);
+        let before = entry.bytes(sku);
+        self::fold(&mut entry.row, &product_event, event);
+        // `before` is part of the total.
+        fold.bytes = fold.bytes.saturating_sub(before) + entry.bytes(sku);
     }
+    Ok(())
+}
+
+fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionError> {
+    let mut products = txn.open_table(PRODUCTS).map_err(storage_error)?;
     // Write each touched row once, and the difference of its listing keys.
     let mut listing = txn.open_table(LISTING).map_err(storage_error)?;
     let mut categories = txn.open_table(CATEGORIES).map_err(storage_error)?;
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give (a rebuild writes tens of thousands of rows per batch).
-    let mut touched: Vec<(String, Touched)> = touched.into_iter().collect();
+    let mut touched: Vec<(String, Touched)> = fold.touched.into_iter().collect();
     touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut encoder = RowEncoder::default();
     // Category counts change by a delta per category, applied once per batch.
     let mut category_deltas: BTreeMap<String, i64> = BTreeMap::new();
     for (sku, touched) in &touched {
@@ -261,7 +345,7 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
             continue; // events of a product never created: nothing to show
         };
         products
-            .insert(sku.as_str(), encode_row(row)?.as_slice())
+            .insert(sku.as_str(), encoder.encode(row)?)
             .map_err(storage_error)?;
         let after = Listed::of(row);
         if touched.before.as_ref() == Some(&after) {

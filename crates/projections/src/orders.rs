@@ -15,21 +15,20 @@
 //!   `OrderPlaced` (the command service appends the order stream first, so this stays empty;
 //!   it is here so that another writer's order cannot lose allocations).
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::ops::Bound;
 
 use emporium_domain::{Event, OrderEvent, OrderStatus, PaymentStatus, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    ModelDb, RedbModel, decode_event, decode_row, encode_row, is_order_stream, is_stock_stream,
-    storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, heap_bytes,
+    is_order_stream, is_stock_stream, storage_error,
 };
 
 const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
@@ -170,9 +169,64 @@ struct Touched {
     pending_stored: bool,
 }
 
+impl Touched {
+    /// What a fold starts from: the stored row, or the allocations stored for an order not
+    /// placed yet.
+    fn stored(row: Option<OrderRow>, pending: Option<Vec<AllocationRow>>) -> Self {
+        Touched {
+            existed: row.is_some(),
+            open_before: row.as_ref().and_then(OrderRow::open_key),
+            pending_stored: pending.is_some(),
+            pending: pending.unwrap_or_default(),
+            row,
+        }
+    }
+
+    /// The estimated heap bytes of this entry of an [`OrdersFold`].
+    fn bytes(&self) -> usize {
+        fn allocations(list: &[AllocationRow], capacity: usize) -> usize {
+            capacity * std::mem::size_of::<AllocationRow>()
+                + list
+                    .iter()
+                    .map(|a| heap_bytes(&a.sku) + heap_bytes(&a.warehouse))
+                    .sum::<usize>()
+        }
+        let mut bytes = std::mem::size_of::<(u128, Touched)>()
+            + 8
+            + allocations(&self.pending, self.pending.capacity());
+        if let Some(row) = &self.row {
+            bytes += heap_bytes(&row.customer_id)
+                + heap_bytes(&row.currency)
+                + row.lines.capacity() * std::mem::size_of::<OrderLineRow>()
+                + row.lines.iter().map(|l| heap_bytes(&l.sku)).sum::<usize>()
+                + allocations(&row.allocations, row.allocations.capacity())
+                + row.history.capacity() * std::mem::size_of::<HistoryEntry>()
+                + row
+                    .history
+                    .iter()
+                    .map(|h| heap_bytes(&h.event))
+                    .sum::<usize>()
+                + row
+                    .shipment
+                    .as_ref()
+                    .map_or(0, |s| heap_bytes(&s.carrier) + heap_bytes(&s.tracking) + 64);
+        }
+        bytes
+    }
+}
+
+/// The orders touched by a fold, by id.
+#[derive(Default)]
+pub(crate) struct OrdersFold {
+    touched: FxHashMap<u128, Touched>,
+    /// Estimated heap bytes of `touched`.
+    bytes: usize,
+}
+
 /// The orders read model.
 pub struct Orders {
     db: ModelDb,
+    bulk: BulkSlot<OrdersFold>,
 }
 
 impl RedbModel for Orders {
@@ -188,20 +242,73 @@ impl RedbModel for Orders {
         Ok(())
     }
 
-    fn apply_batch(
-        txn: &WriteTransaction,
+    type Fold = OrdersFold;
+
+    fn fold(
+        fold: &mut OrdersFold,
+        source: Source<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        apply_batch(txn, events)
+        match source {
+            Source::Empty => fold_events(fold, events, |_| Ok(Touched::stored(None, None))),
+            Source::Write(txn) => {
+                let orders = txn.open_table(ORDERS).map_err(storage_error)?;
+                let pending = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
+                fold_events(fold, events, |id| stored(&orders, &pending, id))
+            }
+            Source::Read(txn) => {
+                let orders = txn.open_table(ORDERS).map_err(storage_error)?;
+                let pending = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
+                fold_events(fold, events, |id| stored(&orders, &pending, id))
+            }
+        }
+    }
+
+    fn fold_bytes(fold: &OrdersFold) -> usize {
+        fold.bytes
+    }
+
+    fn write(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
+        write(txn, fold)
     }
 
     fn from_db(db: ModelDb) -> Self {
-        Orders { db }
+        Orders {
+            db,
+            bulk: BulkSlot::default(),
+        }
     }
 
     fn db(&self) -> &ModelDb {
         &self.db
     }
+
+    fn bulk(&self) -> &BulkSlot<OrdersFold> {
+        &self.bulk
+    }
+}
+
+/// What the tables hold of order `id`.
+fn stored(
+    orders: &impl ReadableTable<u128, &'static [u8]>,
+    pending: &impl ReadableTable<u128, &'static [u8]>,
+    id: u128,
+) -> Result<Touched, ProjectionError> {
+    let row: Option<OrderRow> = orders
+        .get(id)
+        .map_err(storage_error)?
+        .map(|v| decode_row(v.value()))
+        .transpose()?;
+    let pending = if row.is_none() {
+        pending
+            .get(id)
+            .map_err(storage_error)?
+            .map(|v| decode_row(v.value()))
+            .transpose()?
+    } else {
+        None
+    };
+    Ok(Touched::stored(row, pending))
 }
 
 /// The events the orders model folds: the order's own, and the allocations on stock streams.
@@ -210,12 +317,15 @@ enum OrderFold {
     Stock(StockEvent),
 }
 
-fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    let mut orders = txn.open_table(ORDERS).map_err(storage_error)?;
-    let mut pending_table = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
-    let mut touched: HashMap<u128, Touched> = HashMap::new();
+/// Folds the order events and allocations of `events` into `fold`; `load` reads what the tables
+/// hold of an order `fold` does not hold.
+fn fold_events(
+    fold: &mut OrdersFold,
+    events: &[RecordedEvent],
+    mut load: impl FnMut(u128) -> Result<Touched, ProjectionError>,
+) -> Result<(), ProjectionError> {
     for event in events {
-        let fold = if is_order_stream(&event.stream) {
+        let fold_event = if is_order_stream(&event.stream) {
             match decode_event(event)? {
                 Event::Order(e) => OrderFold::Order(e),
                 _ => continue,
@@ -233,66 +343,58 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
         } else {
             continue;
         };
-        let order_id = match &fold {
+        let order_id = match &fold_event {
             OrderFold::Order(e) => order_id(e),
             OrderFold::Stock(StockEvent::Reserved(e)) => e.order_id.0,
             OrderFold::Stock(StockEvent::ReservationReleased(e)) => e.order_id.0,
             OrderFold::Stock(StockEvent::Shipped(e)) => e.order_id.0,
             OrderFold::Stock(_) => continue,
         };
-        let entry = match touched.entry(order_id.as_u128()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let id = order_id.as_u128();
-                let row: Option<OrderRow> = orders
-                    .get(id)
-                    .map_err(storage_error)?
-                    .map(|v| decode_row(v.value()))
-                    .transpose()?;
-                let (pending, pending_stored) = if row.is_none() {
-                    match pending_table.get(id).map_err(storage_error)? {
-                        Some(v) => (decode_row(v.value())?, true),
-                        None => (Vec::new(), false),
-                    }
-                } else {
-                    (Vec::new(), false)
-                };
-                entry.insert(Touched {
-                    existed: row.is_some(),
-                    open_before: row.as_ref().and_then(OrderRow::open_key),
-                    row,
-                    pending,
-                    pending_stored,
-                })
+        let id = order_id.as_u128();
+        let entry = match fold.touched.get_mut(&id) {
+            Some(entry) => entry,
+            None => {
+                let touched = load(id)?;
+                fold.bytes += touched.bytes();
+                fold.touched.entry(id).or_insert(touched)
             }
         };
-        match fold {
+        let before = entry.bytes();
+        match fold_event {
             OrderFold::Order(e) => fold_order(entry, &e, event),
             OrderFold::Stock(e) => fold_allocation(entry, &e, event),
         }
+        // `before` is part of the total.
+        fold.bytes = fold.bytes.saturating_sub(before) + entry.bytes();
     }
+    Ok(())
+}
 
+fn write(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
+    let mut orders = txn.open_table(ORDERS).map_err(storage_error)?;
+    let mut pending_table = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
     let mut customers = txn.open_table(CUSTOMER_ORDERS).map_err(storage_error)?;
     let mut open = txn.open_table(OPEN_BY_EXPIRY).map_err(storage_error)?;
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give. Order ids are UUID v7 (time-ordered), so during a rebuild the
     // rows of a batch are mostly appended at the end of the table.
-    let mut touched: Vec<(u128, Touched)> = touched.into_iter().collect();
+    let mut touched: Vec<(u128, Touched)> = fold.touched.into_iter().collect();
     touched.sort_unstable_by_key(|(id, _)| *id);
     // The customer index is keyed by customer first: its inserts are sorted on their own.
     let mut new_customer_keys: Vec<(&str, u128)> = Vec::new();
+    let mut encoder = RowEncoder::default();
     for (id, touched) in &touched {
         let id = *id;
         let Some(row) = &touched.row else {
             if !touched.pending.is_empty() {
                 pending_table
-                    .insert(id, encode_row(&touched.pending)?.as_slice())
+                    .insert(id, encoder.encode(&touched.pending)?)
                     .map_err(storage_error)?;
             }
             continue;
         };
         orders
-            .insert(id, encode_row(row)?.as_slice())
+            .insert(id, encoder.encode(row)?)
             .map_err(storage_error)?;
         if !touched.existed {
             new_customer_keys.push((row.customer_id.as_str(), id));

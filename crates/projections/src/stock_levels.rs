@@ -6,18 +6,17 @@
 //! - `stock_levels`: SKU → [`StockRow`] (postcard; warehouses in id order).
 //! - `warehouse_skus`: `(warehouse, sku)` → `()`, the SKUs a warehouse has ever held.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-
 use emporium_domain::{Allocation, Event, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::PAGE_LIMIT_MAX;
 use crate::runner::ProjectionError;
 use crate::storage::{
-    ModelDb, RedbModel, decode_event, decode_row, encode_row, is_stock_stream, storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, heap_bytes,
+    is_stock_stream, storage_error,
 };
 
 const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
@@ -167,6 +166,29 @@ pub(crate) fn stock_sku(event: &StockEvent) -> &str {
 /// The stock levels read model.
 pub struct StockLevels {
     db: ModelDb,
+    bulk: BulkSlot<StockFold>,
+}
+
+/// The rows touched by a fold: SKU → (row, warehouses the stored row had).
+#[derive(Default)]
+pub(crate) struct StockFold {
+    rows: FxHashMap<String, (StockRow, usize)>,
+    /// Estimated heap bytes of `rows`.
+    bytes: usize,
+}
+
+/// The estimated bytes one entry of a [`StockFold`] takes (key, row, warehouses).
+fn entry_bytes(row: &StockRow) -> usize {
+    // The map's slot, the key's and the row's SKU, and each warehouse with its name.
+    std::mem::size_of::<(String, (StockRow, usize))>()
+        + 8
+        + 2 * heap_bytes(&row.sku)
+        + row.warehouses.capacity() * std::mem::size_of::<WarehouseLevel>()
+        + row
+            .warehouses
+            .iter()
+            .map(|w| heap_bytes(&w.warehouse))
+            .sum::<usize>()
 }
 
 impl RedbModel for StockLevels {
@@ -180,26 +202,67 @@ impl RedbModel for StockLevels {
         Ok(())
     }
 
-    fn apply_batch(
-        txn: &WriteTransaction,
+    type Fold = StockFold;
+
+    fn fold(
+        fold: &mut StockFold,
+        source: Source<'_>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        apply_batch(txn, events)
+        match source {
+            Source::Empty => fold_events(fold, events, |_| Ok(None)),
+            Source::Write(txn) => {
+                let table = txn.open_table(STOCK).map_err(storage_error)?;
+                fold_events(fold, events, |sku| stored_row(&table, sku))
+            }
+            Source::Read(txn) => {
+                let table = txn.open_table(STOCK).map_err(storage_error)?;
+                fold_events(fold, events, |sku| stored_row(&table, sku))
+            }
+        }
+    }
+
+    fn fold_bytes(fold: &StockFold) -> usize {
+        fold.bytes
+    }
+
+    fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError> {
+        write(txn, fold)
     }
 
     fn from_db(db: ModelDb) -> Self {
-        StockLevels { db }
+        StockLevels {
+            db,
+            bulk: BulkSlot::default(),
+        }
     }
 
     fn db(&self) -> &ModelDb {
         &self.db
     }
+
+    fn bulk(&self) -> &BulkSlot<StockFold> {
+        &self.bulk
+    }
 }
 
-fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    let mut table = txn.open_table(STOCK).map_err(storage_error)?;
-    // (row, warehouses before the batch)
-    let mut touched: HashMap<String, (StockRow, usize)> = HashMap::new();
+fn stored_row(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    sku: &str,
+) -> Result<Option<StockRow>, ProjectionError> {
+    table
+        .get(sku)
+        .map_err(storage_error)?
+        .map(|v| decode_row(v.value()))
+        .transpose()
+}
+
+/// Folds the stock events of `events` into `fold`; `load` reads a row `fold` does not hold.
+fn fold_events(
+    fold: &mut StockFold,
+    events: &[RecordedEvent],
+    mut load: impl FnMut(&str) -> Result<Option<StockRow>, ProjectionError>,
+) -> Result<(), ProjectionError> {
     for event in events {
         if !is_stock_stream(&event.stream) {
             continue;
@@ -208,30 +271,41 @@ fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent]) -> Result<(), P
             continue;
         };
         let sku = stock_sku(&stock_event);
-        let (row, _) = match touched.entry(sku.to_owned()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let row: StockRow = match table.get(sku).map_err(storage_error)? {
-                    Some(v) => decode_row(v.value())?,
-                    None => StockRow {
-                        sku: sku.to_owned(),
-                        ..StockRow::default()
-                    },
-                };
+        // Looked up by `&str` first: the key is allocated only for a row new to the fold.
+        let (row, _) = match fold.rows.get_mut(sku) {
+            Some(entry) => entry,
+            None => {
+                let row = load(sku)?.unwrap_or_else(|| StockRow {
+                    sku: sku.to_owned(),
+                    ..StockRow::default()
+                });
                 let warehouses = row.warehouses.len();
-                entry.insert((row, warehouses))
+                fold.bytes += entry_bytes(&row);
+                fold.rows.entry(sku.to_owned()).or_insert((row, warehouses))
             }
         };
+        let warehouses = row.warehouses.len();
         fold_recorded_stock(row, &stock_event, event);
+        if row.warehouses.len() != warehouses {
+            // A new warehouse (rare): estimate the row again.
+            fold.bytes += row.warehouses.len().saturating_sub(warehouses)
+                * (std::mem::size_of::<WarehouseLevel>() + 32);
+        }
     }
+    Ok(())
+}
+
+fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError> {
+    let mut table = txn.open_table(STOCK).map_err(storage_error)?;
     let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give (a rebuild rewrites tens of thousands of rows per batch).
-    let mut touched: Vec<(String, (StockRow, usize))> = touched.into_iter().collect();
+    let mut touched: Vec<(String, (StockRow, usize))> = fold.rows.into_iter().collect();
     touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut encoder = RowEncoder::default();
     for (sku, (row, warehouses_before)) in &touched {
         table
-            .insert(sku.as_str(), encode_row(row)?.as_slice())
+            .insert(sku.as_str(), encoder.encode(row)?)
             .map_err(storage_error)?;
         // Warehouses are never removed from a row: a new one shows up as a longer list.
         if row.warehouses.len() != *warehouses_before {

@@ -39,6 +39,10 @@ const SCHEMA: &str = "schema";
 /// many times over). Asserted before each write so that a runaway row fails loudly.
 pub(crate) const ROW_BYTES_MAX: usize = 4 << 20;
 
+/// The default of [`StorageConfig::bulk_bytes_max`]: `rebuild --all` holds up to three of these
+/// (catalog, stock, orders) next to the search projection's bulk fold.
+pub const BULK_BYTES_MAX: usize = 256 << 20;
+
 /// How a read model's storage is tuned.
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
@@ -47,6 +51,10 @@ pub struct StorageConfig {
     pub cache_bytes: usize,
     /// The longest time between two durable (fsynced) commits.
     pub durable_interval: Duration,
+    /// In bulk mode (a rebuild, [`crate::model::ReadModel::begin_bulk`]) the rows folded in
+    /// memory are written out (with their checkpoint, then dropped from memory) once their
+    /// estimated size passes this: a rebuild of a large log stays within a bounded RSS.
+    pub bulk_bytes_max: usize,
 }
 
 impl Default for StorageConfig {
@@ -54,6 +62,7 @@ impl Default for StorageConfig {
         StorageConfig {
             cache_bytes: 256 << 20,
             durable_interval: Duration::from_secs(1),
+            bulk_bytes_max: BULK_BYTES_MAX,
         }
     }
 }
@@ -64,6 +73,7 @@ impl StorageConfig {
         StorageConfig {
             cache_bytes: 8 << 20,
             durable_interval: Duration::from_secs(1),
+            bulk_bytes_max: BULK_BYTES_MAX,
         }
     }
 }
@@ -83,6 +93,7 @@ pub(crate) struct ModelDb {
     path: PathBuf,
     durable_interval: Duration,
     last_durable: Mutex<Instant>,
+    bulk_bytes_max: usize,
 }
 
 impl ModelDb {
@@ -149,6 +160,7 @@ impl ModelDb {
             path: path.to_owned(),
             durable_interval: config.durable_interval,
             last_durable: Mutex::new(Instant::now()),
+            bulk_bytes_max: config.bulk_bytes_max,
         })
     }
 
@@ -173,6 +185,17 @@ impl ModelDb {
         checkpoint: Position,
         write: impl FnOnce(&WriteTransaction) -> Result<(), ProjectionError>,
     ) -> Result<(), ProjectionError> {
+        self.write_batch_as(checkpoint, None, write)
+    }
+
+    /// [`ModelDb::write_batch`] with the durability given (`None`: durable at most every
+    /// `durable_interval`, as a live batch).
+    pub(crate) fn write_batch_as(
+        &self,
+        checkpoint: Position,
+        durability: Option<Durability>,
+        write: impl FnOnce(&WriteTransaction) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
         let mut txn = self.db.begin_write().map_err(storage_error)?;
         {
             let mut meta = txn.open_table(META).map_err(storage_error)?;
@@ -189,13 +212,13 @@ impl ModelDb {
         }
         write(&txn)?;
         let mut last_durable = self.last_durable.lock();
-        let durable = last_durable.elapsed() >= self.durable_interval;
-        txn.set_durability(if durable {
+        let durability = durability.unwrap_or(if last_durable.elapsed() >= self.durable_interval {
             Durability::Immediate
         } else {
             Durability::None
-        })
-        .map_err(storage_error)?;
+        });
+        let durable = matches!(durability, Durability::Immediate);
+        txn.set_durability(durability).map_err(storage_error)?;
         txn.commit().map_err(storage_error)?;
         if durable {
             *last_durable = Instant::now();
@@ -230,6 +253,28 @@ pub(crate) fn encode_row<T: Serialize>(row: &T) -> Result<Vec<u8>, ProjectionErr
         )));
     }
     Ok(bytes)
+}
+
+/// Encodes rows into one reused buffer (a batch writes many: one allocation, not one per row).
+#[derive(Default)]
+pub(crate) struct RowEncoder {
+    buffer: Vec<u8>,
+}
+
+impl RowEncoder {
+    /// `row` as stored (see [`encode_row`]), valid until the next call.
+    pub(crate) fn encode<T: Serialize>(&mut self, row: &T) -> Result<&[u8], ProjectionError> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        self.buffer = postcard::to_extend(row, buffer).map_err(storage_error)?;
+        if self.buffer.len() > ROW_BYTES_MAX {
+            return Err(ProjectionError::Storage(format!(
+                "a row of {} bytes exceeds the limit of {ROW_BYTES_MAX}",
+                self.buffer.len()
+            )));
+        }
+        Ok(&self.buffer)
+    }
 }
 
 pub(crate) fn decode_row<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ProjectionError> {
@@ -275,10 +320,45 @@ pub(crate) fn dir_size_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// A read model kept in one redb file: it names its file and schema, creates its tables and folds
-/// a batch inside a write transaction. Opening, the checkpoint written with each batch, flushing
-/// and sizes are the same for every such model, so [`crate::model::ReadModel`] is implemented once
-/// for all of them.
+/// Where a fold reads the stored rows it does not hold yet.
+pub(crate) enum Source<'a> {
+    /// Nothing is stored (a fresh generation in bulk mode): every row starts new.
+    Empty,
+    /// The batch's own write transaction (a live batch).
+    Write(&'a WriteTransaction),
+    /// What earlier spills of a bulk fold stored.
+    Read(&'a ReadTransaction),
+}
+
+/// The heap bytes a string takes (with the allocator's overhead): for the size estimates of
+/// bulk folds.
+pub(crate) fn heap_bytes(s: &str) -> usize {
+    if s.is_empty() { 0 } else { s.len() + 16 }
+}
+
+/// A bulk fold in progress (see [`crate::model::ReadModel::begin_bulk`]).
+pub(crate) struct Bulk<F> {
+    fold: F,
+    /// The position of the last event folded.
+    position: Position,
+    /// Whether a spill stored rows: a row the fold does not hold must then be read back.
+    stored: bool,
+}
+
+/// The bulk state a [`RedbModel`] keeps.
+pub(crate) type BulkSlot<F> = Mutex<Option<Bulk<F>>>;
+
+/// A read model kept in one redb file: it names its file and schema, creates its tables, folds
+/// events into the rows they touch ([`RedbModel::Fold`]) and writes those rows. Opening, the
+/// checkpoint written with each batch, bulk mode, flushing and sizes are the same for every such
+/// model, so [`crate::model::ReadModel`] is implemented once for all of them.
+///
+/// A live batch folds into a fresh `Fold` reading rows from its write transaction and writes it
+/// in the same transaction. A bulk fold (a rebuild) keeps one `Fold` across batches, so that a
+/// row touched by many batches (a hot SKU, an order paid and shipped later) is decoded and
+/// written once instead of once per batch; it is written when it grows past the bound
+/// ([`StorageConfig::bulk_bytes_max`]) and at the end, each time in key order in one
+/// transaction with its checkpoint.
 pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     const NAME: &'static str;
     /// The file name inside the model's generation directory.
@@ -286,15 +366,31 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     /// Bump when the stored rows change: an older file is rebuilt from the log.
     const SCHEMA: u64;
 
+    /// The rows touched by the events folded so far, as they are after them, with what the
+    /// writer needs to know of their stored versions.
+    type Fold: Default + Send;
+
     fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError>;
 
-    /// Folds `events` into the tables (the caller writes the checkpoint in the same transaction).
-    fn apply_batch(txn: &WriteTransaction, events: &[RecordedEvent])
-    -> Result<(), ProjectionError>;
+    /// Folds `events` into `fold`, reading each row it does not hold yet from `source`. On an
+    /// error `fold` is partly folded: drop it.
+    fn fold(
+        fold: &mut Self::Fold,
+        source: Source<'_>,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError>;
+
+    /// The estimated bytes `fold` holds in memory.
+    fn fold_bytes(fold: &Self::Fold) -> usize;
+
+    /// Writes the rows of `fold` (the caller writes the checkpoint in the same transaction).
+    fn write(txn: &WriteTransaction, fold: Self::Fold) -> Result<(), ProjectionError>;
 
     fn from_db(db: ModelDb) -> Self;
 
     fn db(&self) -> &ModelDb;
+
+    fn bulk(&self) -> &BulkSlot<Self::Fold>;
 }
 
 impl<M: RedbModel> crate::model::ReadModel for M {
@@ -318,8 +414,34 @@ impl<M: RedbModel> crate::model::ReadModel for M {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        self.db()
-            .write_batch(last.position, |txn| M::apply_batch(txn, events))
+        let db = self.db();
+        if let Some(bulk) = self.bulk().lock().as_mut() {
+            {
+                let read = if bulk.stored {
+                    Some(db.begin_read()?)
+                } else {
+                    None
+                };
+                let source = read.as_ref().map_or(Source::Empty, Source::Read);
+                M::fold(&mut bulk.fold, source, events)?;
+            }
+            bulk.position = last.position;
+            if M::fold_bytes(&bulk.fold) > db.bulk_bytes_max {
+                // Spill: not durable (nobody reads this generation before `end_bulk`, which
+                // is; a crash before it discards the generation).
+                let fold = std::mem::take(&mut bulk.fold);
+                db.write_batch_as(bulk.position, Some(Durability::None), |txn| {
+                    M::write(txn, fold)
+                })?;
+                bulk.stored = true;
+            }
+            return Ok(());
+        }
+        db.write_batch(last.position, |txn| {
+            let mut fold = M::Fold::default();
+            M::fold(&mut fold, Source::Write(txn), events)?;
+            M::write(txn, fold)
+        })
     }
 
     fn flush(&self) -> Result<(), ProjectionError> {
@@ -328,5 +450,33 @@ impl<M: RedbModel> crate::model::ReadModel for M {
 
     fn size_bytes(&self) -> u64 {
         self.db().size_bytes()
+    }
+
+    /// Only an empty model (a rebuild's fresh generation) folds in bulk.
+    fn begin_bulk(&self) -> bool {
+        let empty = self.db().checkpoint().is_ok_and(|c| c == 0);
+        if empty {
+            *self.bulk().lock() = Some(Bulk {
+                fold: M::Fold::default(),
+                position: 0,
+                stored: false,
+            });
+        }
+        empty
+    }
+
+    fn end_bulk(&self, store: bool) -> Result<(), ProjectionError> {
+        let Some(bulk) = self.bulk().lock().take() else {
+            return Ok(());
+        };
+        let db = self.db();
+        if !store || bulk.position <= db.checkpoint()? {
+            // Dropped, or nothing folded since the last spill: make what is stored durable.
+            return if store { db.flush() } else { Ok(()) };
+        }
+        // Durable: the swap follows.
+        db.write_batch_as(bulk.position, Some(Durability::Immediate), |txn| {
+            M::write(txn, bulk.fold)
+        })
     }
 }

@@ -523,3 +523,111 @@ async fn a_stopped_bulk_fold_stores_nothing() {
     })
     .await;
 }
+
+/// The redb models (catalog, stock, orders) folded in bulk, as a rebuild's fed runner folds
+/// them, against the live fold: the same rows and indexes whether the folded rows stay in memory
+/// to the end (nothing stored before `end_bulk`) or spill to disk after every batch (each later
+/// batch then reads back what it does not hold); and a bulk fold that dies after spilling leaves
+/// a stored state (rows and checkpoint of its last spill) from which a live runner ends the same.
+async fn bulk_fold_equals_the_live_fold<M, R>(store: &Arc<dyn EventStore>, rows: impl Fn(&M) -> R)
+where
+    M: ReadModel,
+    R: PartialEq + std::fmt::Debug,
+{
+    let events = store
+        .read_all(0, &emporium_eventstore::ReadFilter::default(), 10_000)
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let live: M = fold_all(&**store, &dir.path().join("live"), 3).await;
+    let open = |name: &str, bulk_bytes_max: usize| {
+        let mut config = ModelConfig::small();
+        config.storage.bulk_bytes_max = bulk_bytes_max;
+        M::open(&dir.path().join(name), &config).unwrap()
+    };
+    for (name, bulk_bytes_max) in [("memory", usize::MAX), ("spill", 0)] {
+        let model = open(name, bulk_bytes_max);
+        assert!(model.begin_bulk(), "{name}");
+        for chunk in events.chunks(5) {
+            model.apply(chunk).unwrap();
+        }
+        let stored = model.checkpoint().unwrap();
+        if bulk_bytes_max == 0 {
+            // Every batch that touched a row spilled (one that touched none has nothing to).
+            assert!(
+                stored > events[events.len() - 6].position,
+                "{name}: {stored}"
+            );
+        } else {
+            assert_eq!(stored, 0, "{name}: nothing stored before end_bulk");
+        }
+        model.end_bulk(true).unwrap();
+        assert_eq!(model.checkpoint().unwrap(), head, "{name}");
+        assert_eq!(rows(&model), rows(&live), "{name}");
+        // Not empty any more: a model only folds in bulk from nothing.
+        assert!(!model.begin_bulk(), "{name}");
+    }
+    // Dies after spilling half the log (dropped without `end_bulk`, as a crash leaves it).
+    let half = events.len() / 2;
+    {
+        let model = open("died", 0);
+        assert!(model.begin_bulk());
+        for chunk in events[..half].chunks(5) {
+            model.apply(chunk).unwrap();
+        }
+    }
+    let model = open("died", 0);
+    let stored = model.checkpoint().unwrap();
+    assert!(
+        stored > 0 && stored <= events[half - 1].position,
+        "{stored}"
+    );
+    let handle = runner::spawn(Arc::clone(store), Feed(Arc::new(model)), config()).unwrap();
+    handle.wait_for(head, WAIT).await.unwrap();
+    handle.stop();
+    drop(handle);
+    let model = open("died", 0);
+    assert_eq!(rows(&model), rows(&live));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redb_models_folded_in_bulk_equal_the_live_fold() {
+    with_embedded(|store| async move {
+        let mut world = World::new(Arc::clone(&store));
+        scenario(&mut world).await;
+        bulk_fold_equals_the_live_fold::<Catalog, _>(&store, |m| {
+            let listings: Vec<_> = emporium_projections::ListSort::NAMES
+                .iter()
+                .map(|sort| {
+                    m.list(&emporium_projections::ListProducts {
+                        sort: emporium_projections::ListSort::parse(sort).unwrap(),
+                        limit: 100,
+                        ..Default::default()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            (m.all().unwrap(), m.categories().unwrap(), listings)
+        })
+        .await;
+        bulk_fold_equals_the_live_fold::<StockLevels, _>(&store, |m| {
+            let by_warehouse: Vec<_> = ["berlin", "paris", "madrid"]
+                .iter()
+                .map(|w| m.warehouse(w, None, 100).unwrap())
+                .collect();
+            (m.all().unwrap(), by_warehouse)
+        })
+        .await;
+        bulk_fold_equals_the_live_fold::<Orders, _>(&store, |m| {
+            let (rows, open) = m.all().unwrap();
+            let by_customer: Vec<_> = rows
+                .iter()
+                .map(|r| m.customer_orders(&r.customer_id, None, 100).unwrap())
+                .collect();
+            (rows, open, by_customer)
+        })
+        .await;
+    })
+    .await;
+}
