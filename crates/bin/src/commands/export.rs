@@ -23,7 +23,7 @@ use emporium_domain::{DecodeError, Event};
 use emporium_eventstore::{EventRef, EventStore, ReadFilter, ScanOptions};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use uuid::Uuid;
 
 use super::{open_event_store, progress, require_log};
@@ -173,6 +173,16 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// An empty chunk that holds a full one without growing (growing copies the arena and, for
+    /// buffers this large, faults in fresh pages every time).
+    fn with_capacity() -> Self {
+        Chunk {
+            seq: 0,
+            arena: Vec::with_capacity(CHUNK_BYTES + (64 << 10)),
+            slots: Vec::with_capacity(CHUNK_EVENTS),
+        }
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Span {
         let start = self.arena.len() as u32;
         self.arena.extend_from_slice(bytes);
@@ -233,7 +243,11 @@ enum Encoded {
 }
 
 /// Encodes one chunk; returns it with the number of events that did not decode.
-fn encode(format: ExportFormat, chunk: &Chunk) -> std::io::Result<(Encoded, u64)> {
+fn encode(
+    format: ExportFormat,
+    chunk: &Chunk,
+    sizes: &mut ColumnSizes,
+) -> std::io::Result<(Encoded, u64)> {
     let mut undecodable = 0;
     match format {
         ExportFormat::Jsonl => {
@@ -256,7 +270,7 @@ fn encode(format: ExportFormat, chunk: &Chunk) -> std::io::Result<(Encoded, u64)
             Ok((Encoded::Bytes(out), undecodable))
         }
         ExportFormat::Parquet => {
-            let mut columns = Columns::with_capacity(chunk.slots.len(), chunk.arena.len());
+            let mut columns = Columns::with_capacity(chunk.slots.len(), sizes);
             let mut json = Vec::with_capacity(4096);
             for event in chunk.events() {
                 let decoded = history::decode_ref(&event);
@@ -265,7 +279,9 @@ fn encode(format: ExportFormat, chunk: &Chunk) -> std::io::Result<(Encoded, u64)
                 }
                 columns.push(&event, decoded.as_ref(), &mut json);
             }
-            let batch = columns.finish(&parquet_schema()).map_err(parquet_io)?;
+            let batch = columns
+                .finish(&parquet_schema(), sizes)
+                .map_err(parquet_io)?;
             Ok((Encoded::Batch(batch), undecodable))
         }
     }
@@ -296,12 +312,17 @@ pub fn export(
     let work_rx = std::sync::Mutex::new(Some(work_rx));
     let (done_tx, done_rx) =
         std::sync::mpsc::sync_channel::<(u64, std::io::Result<(Encoded, u64)>)>(workers * 2);
+    // Encoded chunks go back to the reading thread to be filled again: the same few arenas for
+    // the whole export instead of a fresh 4 MiB one (and its page faults) per 8,192 events.
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Chunk>(workers * 4);
     let bar = progress(None, "events");
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let done_tx = done_tx.clone();
+            let free_tx = free_tx.clone();
             let work_rx = &work_rx;
             scope.spawn(move || {
+                let mut sizes = ColumnSizes::default();
                 loop {
                     let next = match work_rx.lock() {
                         Ok(rx) => match rx.as_ref() {
@@ -310,9 +331,14 @@ pub fn export(
                         },
                         Err(_) => return,
                     };
-                    let Ok(chunk) = next else { return };
-                    let encoded = encode(format, &chunk);
-                    if done_tx.send((chunk.seq, encoded)).is_err() {
+                    let Ok(mut chunk) = next else { return };
+                    let encoded = encode(format, &chunk, &mut sizes);
+                    let seq = chunk.seq;
+                    chunk.arena.clear();
+                    chunk.slots.clear();
+                    // A full return channel: the reader has enough; this one is dropped.
+                    let _ = free_tx.try_send(chunk);
+                    if done_tx.send((seq, encoded)).is_err() {
                         if let Ok(mut rx) = work_rx.lock() {
                             rx.take();
                         }
@@ -322,6 +348,7 @@ pub fn export(
             });
         }
         drop(done_tx);
+        drop(free_tx);
         let writer = scope.spawn(move || -> std::io::Result<u64> {
             let mut output = Output::new(format, output)?;
             let mut pending = std::collections::BTreeMap::new();
@@ -339,7 +366,7 @@ pub fn export(
             Ok(undecodable)
         });
 
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk::with_capacity();
         let mut seq = 0u64;
         let mut events = 0u64;
         let mut stopped = false;
@@ -353,7 +380,10 @@ pub fn export(
             chunk.push(event);
             events += 1;
             if chunk.is_full() {
-                let full = std::mem::take(&mut chunk);
+                let empty = free_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| Chunk::with_capacity());
+                let full = std::mem::replace(&mut chunk, empty);
                 seq += 1;
                 if work_tx
                     .send(Chunk {
@@ -608,31 +638,68 @@ struct Columns {
     rows: usize,
 }
 
+/// Bytes per row of each text column (in [`Columns::texts`] order) in a worker's previous batch,
+/// so that the next batch's builders are allocated once at the right size (a builder that grows
+/// copies its values; at 8,192 rows, a fresh large buffer also faults in its pages).
+#[derive(Clone, Copy)]
+struct ColumnSizes([usize; TEXT_COLUMNS]);
+
+const TEXT_COLUMNS: usize = 13;
+
+impl Default for ColumnSizes {
+    /// Typical sizes, for the first batch: a stream name, a UUID, a type name, ...
+    fn default() -> Self {
+        ColumnSizes([24, 36, 20, 36, 36, 24, 0, 12, 36, 8, 3, 400, 0])
+    }
+}
+
 impl Columns {
-    fn with_capacity(rows: usize, arena_bytes: usize) -> Self {
-        let per_row = arena_bytes / rows.max(1);
-        let text = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+    fn with_capacity(rows: usize, sizes: &ColumnSizes) -> Self {
+        // An eighth more than last time: batches differ a little.
+        let text = |i: usize| {
+            let per_row = sizes.0[i] + sizes.0[i] / 8;
+            StringBuilder::with_capacity(rows, rows * per_row)
+        };
         Columns {
             position: UInt64Builder::with_capacity(rows),
-            stream: text(24),
+            stream: text(0),
             version: UInt64Builder::with_capacity(rows),
-            event_id: text(36),
-            event_type: text(16),
+            event_id: text(1),
+            event_type: text(2),
             recorded_at: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            correlation_id: text(0),
-            causation_id: text(0),
-            command_id: text(0),
-            api_key_id: text(0),
-            sku: text(12),
-            order_id: text(36),
-            warehouse: text(8),
+            correlation_id: text(3),
+            causation_id: text(4),
+            command_id: text(5),
+            api_key_id: text(6),
+            sku: text(7),
+            order_id: text(8),
+            warehouse: text(9),
             quantity: UInt64Builder::with_capacity(rows),
             amount_minor: Int64Builder::with_capacity(rows),
-            currency: text(3),
-            payload: text(per_row.max(64) * 2),
-            decode_error: text(0),
+            currency: text(10),
+            payload: text(11),
+            decode_error: text(12),
             rows: 0,
         }
+    }
+
+    /// The text columns, in [`ColumnSizes`] order.
+    fn texts(&self) -> [&StringBuilder; TEXT_COLUMNS] {
+        [
+            &self.stream,
+            &self.event_id,
+            &self.event_type,
+            &self.correlation_id,
+            &self.causation_id,
+            &self.command_id,
+            &self.api_key_id,
+            &self.sku,
+            &self.order_id,
+            &self.warehouse,
+            &self.currency,
+            &self.payload,
+            &self.decode_error,
+        ]
     }
 
     fn push(
@@ -685,7 +752,15 @@ impl Columns {
         self.rows += 1;
     }
 
-    fn finish(&mut self, schema: &SchemaRef) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    fn finish(
+        &mut self,
+        schema: &SchemaRef,
+        sizes: &mut ColumnSizes,
+    ) -> Result<RecordBatch, arrow_schema::ArrowError> {
+        let rows = self.rows.max(1);
+        for (size, builder) in sizes.0.iter_mut().zip(self.texts()) {
+            *size = builder.values_slice().len().div_ceil(rows);
+        }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.position.finish()),
             Arc::new(self.stream.finish()),
@@ -744,9 +819,18 @@ impl Output {
                     "causation_id",
                     "command_id",
                     "order_id",
+                    // A SKU per product: more distinct values per row group than a dictionary
+                    // page holds, so the writer hashed every value only to fall back to plain.
+                    "sku",
                     "payload",
                 ] {
                     properties = properties.set_column_dictionary_enabled(column.into(), false);
+                }
+                // Minimum and maximum of a JSON document or an error message prune nothing
+                // (and comparing every value was a few percent of the export).
+                for column in ["payload", "decode_error"] {
+                    properties = properties
+                        .set_column_statistics_enabled(column.into(), EnabledStatistics::None);
                 }
                 let writer = ArrowWriter::try_new(out, parquet_schema(), Some(properties.build()))
                     .map_err(parquet_io)?;
