@@ -122,7 +122,7 @@ impl FrameCache {
 
 /// A hasher for keys that already are well-mixed 64-bit hashes.
 #[derive(Default)]
-struct PreHashed(u64);
+pub(crate) struct PreHashed(u64);
 
 impl Hasher for PreHashed {
     fn finish(&self) -> u64 {

@@ -70,7 +70,9 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut frames: Vec<(u32, Position)> = Vec::new();
     let mut collector = Collector::default();
-    let mut commands: Vec<(Position, String)> = Vec::new();
+    // The commands table as it is written (position u64, u16 len + id): no String per frame.
+    let mut commands: Vec<u8> = Vec::new();
+    let mut command_count = 0usize;
     let mut first_position = 0;
     let mut end_position = 0;
     let mut buf = Vec::new();
@@ -105,14 +107,19 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
         frames.push((frame_offset, view.first_position));
         collector.add(frame_offset, &buf[..HEADER_LEN], &view);
         if let Some(command_id) = view.command_id {
-            commands.push((view.first_position, command_id.to_owned()));
+            commands.extend_from_slice(&view.first_position.to_le_bytes());
+            // Command ids are validated short (< 64 KiB) before they are ever written.
+            commands.extend_from_slice(&(command_id.len() as u16).to_le_bytes());
+            commands.extend_from_slice(command_id.as_bytes());
+            command_count += 1;
         }
         end_position = view.first_position + u64::from(view.event_count);
         offset += (HEADER_LEN + len) as u64;
     }
 
-    let streams = &collector.streams;
-    let mut out = Vec::with_capacity(HEADER_BYTES + frames.len() * 8 + streams.len() * 48);
+    let mut out = Vec::with_capacity(
+        HEADER_BYTES + frames.len() * 8 + collector.stream_count() * 48 + commands.len(),
+    );
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&segment_len.to_le_bytes());
@@ -120,17 +127,17 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
     out.extend_from_slice(&end_position.to_le_bytes());
     let count = |n: usize| u32::try_from(n).map_err(|_| corrupt(path, 0, "segment too large"));
     out.extend_from_slice(&count(frames.len())?.to_le_bytes());
-    out.extend_from_slice(&count(streams.len())?.to_le_bytes());
-    out.extend_from_slice(&count(commands.len())?.to_le_bytes());
+    out.extend_from_slice(&count(collector.stream_count())?.to_le_bytes());
+    out.extend_from_slice(&count(command_count)?.to_le_bytes());
     for (offset, first) in &frames {
         out.extend_from_slice(&offset.to_le_bytes());
         // A segment is at most about 1 GiB, so it holds fewer than 4G events.
         out.extend_from_slice(&((first - first_position) as u32).to_le_bytes());
     }
-    for (name, runs) in streams {
+    for (name, runs) in collector.streams() {
         // Stream names are validated short (< 64 KiB) before they are ever written.
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(name);
         out.extend_from_slice(&count(runs.len())?.to_le_bytes());
         for run in runs {
             out.extend_from_slice(&run.first_version.to_le_bytes());
@@ -138,11 +145,8 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
             out.extend_from_slice(&run.count.to_le_bytes());
         }
     }
-    for (first, id) in &commands {
-        out.extend_from_slice(&first.to_le_bytes());
-        out.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        out.extend_from_slice(id.as_bytes());
-    }
+    out.extend_from_slice(&commands);
+    drop(commands);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(Built {

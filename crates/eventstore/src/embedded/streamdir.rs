@@ -33,11 +33,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::hash::BuildHasherDefault;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::index::PreHashed;
 use crate::frame::{self, FrameView, HEADER_LEN};
 use crate::{Position, StreamVersion};
 
@@ -102,14 +104,41 @@ pub(crate) struct Run {
 
 /// Collects the runs of every stream of consecutive frames, then encodes them (as a directory,
 /// and for `segindex::build` as the `.idx` stream table).
+///
+/// It holds a whole segment's streams while a sealed segment is indexed (about a million streams
+/// and several million runs at 1 GiB), inside a server whose RSS must stay under 2 GiB: so no
+/// allocation per stream or per run. Names live once in one byte arena, a stream is 32 bytes,
+/// a run 36 (its [`Run`] and the index of the stream's next run: each stream's runs are a list
+/// threaded through one vector, in the order they were added, i.e. version order). With a
+/// `String` key, a `String` name and a `Vec<Run>` per stream this took ~300 bytes a stream and
+/// made each seal a transient of ~470 MiB (BENCHMARKS.md, stop 12).
 #[derive(Default)]
 pub(crate) struct Collector {
-    ids: HashMap<String, usize>,
-    pub streams: Vec<(String, Vec<Run>)>,
+    /// Stream id by [`stream_hash`] of its name; a second name with the same hash goes to
+    /// `collided`, so a collision costs a lookup, never a wrong stream.
+    ids: HashMap<u64, u32, BuildHasherDefault<PreHashed>>,
+    collided: HashMap<Box<[u8]>, u32>,
+    names: Vec<u8>,
+    streams: Vec<StreamRuns>,
+    runs: Vec<Run>,
+    /// `next[i]`: the index in `runs` of the run after run `i` of the same stream (`NO_RUN`: last).
+    next: Vec<u32>,
     first_position: Option<Position>,
     end_position: Position,
     last_frame: Option<(u64, u32)>,
 }
+
+/// One stream of a [`Collector`]: its name in the arena and its list of runs.
+struct StreamRuns {
+    hash: u64,
+    name_start: u32,
+    name_len: u32,
+    first_run: u32,
+    last_run: u32,
+    run_count: u32,
+}
+
+const NO_RUN: u32 = u32::MAX;
 
 impl Collector {
     /// Adds the frame at `offset` whose header is `header` and payload parses as `view`.
@@ -117,27 +146,94 @@ impl Collector {
         let crc = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
         self.first_position.get_or_insert(view.first_position);
         for (stream, run) in frame_runs(offset, header, view) {
-            let id = match self.ids.get(stream) {
-                Some(&id) => id,
-                None => {
-                    self.streams.push((stream.to_owned(), Vec::new()));
-                    self.ids.insert(stream.to_owned(), self.streams.len() - 1);
-                    self.streams.len() - 1
-                }
-            };
-            self.streams[id].1.push(run);
+            self.push_run(stream.as_bytes(), run);
         }
         self.end_position = view.first_position + u64::from(view.event_count);
         self.last_frame = Some((u64::from(offset), crc));
     }
 
+    /// Appends `run` to the runs of `stream`.
+    fn push_run(&mut self, stream: &[u8], run: Run) {
+        let id = self.id_of(stream);
+        // A segment is at most ~1 GiB, so it holds far fewer than 4G runs.
+        let at = self.runs.len() as u32;
+        self.runs.push(run);
+        self.next.push(NO_RUN);
+        let entry = &mut self.streams[id as usize];
+        if entry.run_count == 0 {
+            entry.first_run = at;
+        } else {
+            self.next[entry.last_run as usize] = at;
+        }
+        entry.last_run = at;
+        entry.run_count += 1;
+    }
+
+    /// The id of the stream named `name`, added if it is new.
+    fn id_of(&mut self, name: &[u8]) -> u32 {
+        let hash = stream_hash(name);
+        match self.ids.get(&hash) {
+            Some(&id) if self.name(&self.streams[id as usize]) == name => id,
+            Some(_) => match self.collided.get(name) {
+                Some(&id) => id,
+                None => {
+                    let id = self.push_stream(hash, name);
+                    self.collided.insert(name.into(), id);
+                    id
+                }
+            },
+            None => {
+                let id = self.push_stream(hash, name);
+                self.ids.insert(hash, id);
+                id
+            }
+        }
+    }
+
+    fn push_stream(&mut self, hash: u64, name: &[u8]) -> u32 {
+        let id = self.streams.len() as u32;
+        self.streams.push(StreamRuns {
+            hash,
+            name_start: self.names.len() as u32,
+            name_len: name.len() as u32,
+            first_run: NO_RUN,
+            last_run: NO_RUN,
+            run_count: 0,
+        });
+        self.names.extend_from_slice(name);
+        id
+    }
+
+    fn name(&self, stream: &StreamRuns) -> &[u8] {
+        let start = stream.name_start as usize;
+        &self.names[start..start + stream.name_len as usize]
+    }
+
+    /// How many streams were added.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Every stream, in the order first added, with its runs in the order added.
+    pub fn streams(&self) -> impl Iterator<Item = (&[u8], StreamRunIter<'_>)> + '_ {
+        self.streams.iter().map(|s| (self.name(s), self.runs_of(s)))
+    }
+
+    fn runs_of<'c>(&'c self, stream: &StreamRuns) -> StreamRunIter<'c> {
+        StreamRunIter {
+            collector: self,
+            at: stream.first_run,
+            left: stream.run_count,
+        }
+    }
+
     /// Encodes the directory of the frames added, which cover bytes `from..to` of the segment.
     pub fn encode(&self, from: u64, to: u64) -> Vec<u8> {
-        let mut order: Vec<(u64, usize)> = self
+        let mut order: Vec<(u64, u32)> = self
             .streams
             .iter()
             .enumerate()
-            .map(|(i, (name, _))| (stream_hash(name.as_bytes()), i))
+            .map(|(i, s)| (s.hash, i as u32))
             .collect();
         order.sort_unstable();
         let buckets = order
@@ -150,13 +246,14 @@ impl Collector {
         let mut records = Vec::new();
         let mut entries = Vec::with_capacity(order.len() * ENTRY_BYTES);
         for &(hash, i) in &order {
-            let (name, runs) = &self.streams[i];
+            let stream = &self.streams[i as usize];
+            let name = self.name(stream);
             let start = records.len();
             // Stream names are validated short (< 64 KiB) before they are ever written.
             records.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            records.extend_from_slice(name.as_bytes());
-            records.extend_from_slice(&(runs.len() as u32).to_le_bytes());
-            for run in runs {
+            records.extend_from_slice(name);
+            records.extend_from_slice(&stream.run_count.to_le_bytes());
+            for run in self.runs_of(stream) {
                 records.extend_from_slice(&run.first_version.to_le_bytes());
                 records.extend_from_slice(&run.first_position.to_le_bytes());
                 records.extend_from_slice(&run.count.to_le_bytes());
@@ -204,6 +301,33 @@ impl Collector {
         out
     }
 }
+
+/// The runs of one stream of a [`Collector`], in the order they were added.
+pub(crate) struct StreamRunIter<'c> {
+    collector: &'c Collector,
+    at: u32,
+    left: u32,
+}
+
+impl<'c> Iterator for StreamRunIter<'c> {
+    type Item = &'c Run;
+
+    fn next(&mut self) -> Option<&'c Run> {
+        if self.left == 0 {
+            return None;
+        }
+        let run = self.collector.runs.get(self.at as usize)?;
+        self.left -= 1;
+        self.at = self.collector.next[self.at as usize];
+        Some(run)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for StreamRunIter<'_> {}
 
 /// The runs of the frame at `offset` (header `header`, payload `view`), with their streams.
 pub(crate) fn frame_runs<'a>(
@@ -476,5 +600,63 @@ pub(crate) fn remove_checkpoints(segment: &Path) {
         {
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(first_position: Position) -> Run {
+        Run {
+            first_version: first_position,
+            first_position,
+            count: 1,
+            frame_offset: first_position as u32,
+            frame_len: 10,
+        }
+    }
+
+    fn listed(c: &Collector) -> Vec<(String, Vec<Position>)> {
+        c.streams()
+            .map(|(name, runs)| {
+                let name = String::from_utf8_lossy(name).into_owned();
+                (name, runs.map(|r| r.first_position).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_of_interleaved_streams_stay_in_order_per_stream() {
+        let mut c = Collector::default();
+        for (i, stream) in ["a", "b", "a", "c", "b", "a"].iter().enumerate() {
+            c.push_run(stream.as_bytes(), run(i as Position + 1));
+        }
+        assert_eq!(c.stream_count(), 3);
+        assert_eq!(
+            listed(&c),
+            [
+                ("a".to_owned(), vec![1, 3, 6]),
+                ("b".to_owned(), vec![2, 5]),
+                ("c".to_owned(), vec![4]),
+            ]
+        );
+    }
+
+    #[test]
+    fn two_names_with_the_same_hash_are_two_streams() {
+        let mut c = Collector::default();
+        c.push_run(b"x", run(1));
+        // Make "y" collide with "x": its hash now finds x's id, whose name differs.
+        let x = c.ids[&stream_hash(b"x")];
+        c.ids.insert(stream_hash(b"y"), x);
+        c.push_run(b"y", run(2));
+        c.push_run(b"y", run(3));
+        c.push_run(b"x", run(4));
+        assert_eq!(c.stream_count(), 2);
+        assert_eq!(
+            listed(&c),
+            [("x".to_owned(), vec![1, 4]), ("y".to_owned(), vec![2, 3])]
+        );
     }
 }
