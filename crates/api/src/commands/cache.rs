@@ -33,6 +33,11 @@ pub(crate) struct Cached {
     pub len: u64,
     /// `len` at the stream's latest snapshot (0 = none).
     pub snapshot_len: u64,
+    /// What the cache charged this state ([`approx_bytes`]), set by [`StateCache::take`] and
+    /// kept while the state is unchanged, so that putting back a state a command only read (the
+    /// three products of a `PlaceOrder`) does not walk its tags and attributes again. `None`
+    /// (a loaded state, or one a command changed): [`StateCache::put`] estimates it.
+    pub charged: Option<usize>,
 }
 
 const SHARDS: usize = 64;
@@ -68,7 +73,8 @@ impl Budgeted {
 
     fn take(&mut self, stream: &StreamRef) -> Option<Cached> {
         let slot = self.lru.get_mut(stream)?;
-        let cached = slot.cached.take()?;
+        let mut cached = slot.cached.take()?;
+        cached.charged = Some(slot.bytes);
         // An empty slot still holds its key and node.
         let empty = approx_bytes_empty(stream);
         self.bytes = self
@@ -79,8 +85,11 @@ impl Budgeted {
     }
 
     /// Puts the entry and returns what was evicted (or replaced), to be dropped by the caller.
-    fn put(&mut self, stream: StreamRef, cached: Cached, evicted: &mut Vec<Cached>) {
-        let bytes = approx_bytes(&stream, &cached.state);
+    fn put(&mut self, stream: StreamRef, mut cached: Cached, evicted: &mut Vec<Cached>) {
+        let bytes = match cached.charged.take() {
+            Some(bytes) => bytes,
+            None => approx_bytes(&stream, &cached.state),
+        };
         match self.lru.get_mut(&stream) {
             Some(slot) => {
                 self.bytes = self.bytes.saturating_sub(slot.bytes) + bytes;
@@ -321,6 +330,7 @@ mod tests {
             state: stream.initial_state(),
             len: 1,
             snapshot_len: 0,
+            charged: None,
         }
     }
 
@@ -346,6 +356,7 @@ mod tests {
             }),
             len: 1,
             snapshot_len: 0,
+            charged: None,
         }
     }
 

@@ -366,14 +366,29 @@ impl CommandService {
 #[derive(Default)]
 struct Taken {
     loaded: Loaded,
-    /// Per stream: (len, snapshot_len) as in [`Cached`].
-    lens: BTreeMap<StreamRef, (u64, u64)>,
+    /// Per stream: where its state stands, as in [`Cached`].
+    lens: BTreeMap<StreamRef, Lens>,
+}
+
+/// The fields of a [`Cached`] besides its state.
+#[derive(Clone, Copy)]
+struct Lens {
+    len: u64,
+    snapshot_len: u64,
+    /// `None` once the command changed the state (see [`Cached::charged`]).
+    charged: Option<usize>,
 }
 
 impl Taken {
     fn insert(&mut self, stream: StreamRef, cached: Cached) {
-        self.lens
-            .insert(stream.clone(), (cached.len, cached.snapshot_len));
+        self.lens.insert(
+            stream.clone(),
+            Lens {
+                len: cached.len,
+                snapshot_len: cached.snapshot_len,
+                charged: cached.charged,
+            },
+        );
         self.loaded.insert(stream, cached.state);
     }
 }
@@ -478,6 +493,7 @@ impl Inner {
                 state: stream.initial_state(),
                 len: 0,
                 snapshot_len: 0,
+                charged: None,
             });
         };
         let snapshot = if head >= self.config.snapshot_every_events {
@@ -524,6 +540,7 @@ impl Inner {
             state,
             len,
             snapshot_len,
+            charged: None,
         };
         if len - snapshot_len >= self.snapshot_due_after(&cached.state)
             && let Some(pending) = self.prepare_snapshot(stream, &cached.state, len)
@@ -602,13 +619,14 @@ impl Inner {
     fn put_back(&self, taken: Taken) {
         let Taken { loaded, lens } = taken;
         for (stream, state) in loaded.into_inner() {
-            if let Some(&(len, snapshot_len)) = lens.get(&stream) {
+            if let Some(lens) = lens.get(&stream) {
                 self.cache.put(
                     stream,
                     Cached {
                         state,
-                        len,
-                        snapshot_len,
+                        len: lens.len,
+                        snapshot_len: lens.snapshot_len,
+                        charged: lens.charged,
                     },
                 );
             }
@@ -684,7 +702,7 @@ impl Inner {
         let mut writes = Vec::with_capacity(decision.writes.len());
         let mut event_count = 0;
         for write in &decision.writes {
-            let Some(&(len, _)) = taken.lens.get(&write.stream) else {
+            let Some(&Lens { len, .. }) = taken.lens.get(&write.stream) else {
                 return Err(internal(format!(
                     "{} wrote {} without reading it",
                     command.name(),
@@ -724,15 +742,19 @@ impl Inner {
             let Some(lens) = taken.lens.get_mut(&write.stream) else {
                 continue;
             };
-            lens.0 += write.events.len() as u64;
-            let (len, snapshot_len) = *lens;
+            lens.len += write.events.len() as u64;
+            // The state changed: the cache estimates its bytes again.
+            lens.charged = None;
+            let Lens {
+                len, snapshot_len, ..
+            } = *lens;
             let Some(state) = taken.loaded.get(&write.stream) else {
                 continue;
             };
             if len - snapshot_len >= self.snapshot_due_after(state)
                 && let Some(pending) = self.prepare_snapshot(&write.stream, state, len)
             {
-                lens.1 = len;
+                lens.snapshot_len = len;
                 snapshots.push(pending);
             }
         }

@@ -193,35 +193,53 @@ impl<St: Send + Sync, S: ScopeMarker> FromRequestParts<St> for RequireScope<S> {
 
 /// Middleware: resolves the bearer key to a [`Principal`] and applies its rate limit.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    match admit(&state, &mut req).await {
+        Ok(()) => next.run(req).await,
+        Err(refusal) => refusal,
+    }
+}
+
+/// What [`authenticate`] does before it passes the request on: resolves the bearer key, applies
+/// its rate limit and puts the [`Principal`] into the request's extensions; `Err` is the 401 or
+/// 429 answer.
+pub(crate) async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> {
     let token = match bearer_token(req.headers()) {
         Ok(token) => token,
         Err(error) => {
             metrics::record_auth_failure("missing");
-            return error.into_response();
+            return Err(error.into_response());
         }
     };
     let principal = match state.auth.verify(token).await {
         Ok(principal) => principal,
-        Err(error) => return error.into_response(),
+        Err(error) => return Err(error.into_response()),
     };
     if let Err(error) = state.auth.check_rate(principal.key_id()) {
         metrics::record_rate_limited();
-        return error.into_response();
+        return Err(error.into_response());
     }
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    Ok(())
 }
 
 /// A middleware that answers 403 unless the caller's key has `scope` (and 401 if the request
 /// was not authenticated at all). Use as a route layer after [`authenticate`].
 pub async fn require_scope(scope: Scope, req: Request, next: Next) -> Response {
+    match refuse_scope(scope, &req) {
+        None => next.run(req).await,
+        Some(refusal) => refusal,
+    }
+}
+
+/// What [`require_scope`] checks: the 401 or 403 answer, if the request is refused.
+pub(crate) fn refuse_scope(scope: Scope, req: &Request) -> Option<Response> {
     match req.extensions().get::<Principal>() {
-        None => ApiError::Unauthenticated("this route requires an API key").into_response(),
+        None => Some(ApiError::Unauthenticated("this route requires an API key").into_response()),
         Some(principal) if !principal.has_scope(scope) => {
             metrics::record_auth_failure("scope");
-            ApiError::Forbidden(scope).into_response()
+            Some(ApiError::Forbidden(scope).into_response())
         }
-        Some(_) => next.run(req).await,
+        Some(_) => None,
     }
 }
 

@@ -50,10 +50,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, header};
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::response::IntoResponse;
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -298,21 +298,16 @@ pub fn app_with_routes(state: AppState, routes: RouteSet) -> Router {
         if !router.has_routes() {
             continue;
         }
-        let mut router = router;
-        if scope == Scope::Commands {
-            router =
-                router.route_layer(from_fn_with_state(state.clone(), idempotency::idempotency));
-        }
-        router = router.route_layer(from_fn(move |req, next| {
-            auth::require_scope(scope, req, next)
-        }));
+        // One route layer per slot does what would otherwise be three (authenticate, scope,
+        // idempotency; see `guard`).
+        let router = router.route_layer(from_fn_with_state(
+            state.clone(),
+            move |State(state): State<AppState>, req, next| guard(scope, state, req, next),
+        ));
         let mut doc = doc;
         document_scope(&mut doc, scope);
         openapi.merge(doc);
         v1 = v1.merge(router);
-    }
-    if v1.has_routes() {
-        v1 = v1.route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     }
 
     let openapi_json = Bytes::from(openapi.to_pretty_json().unwrap_or_else(|error| {
@@ -343,6 +338,27 @@ pub fn app_with_routes(state: AppState, routes: RouteSet) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
         .layer(from_fn_with_state(state.clone(), ops::observe))
         .with_state(state)
+}
+
+/// The `/v1` route layer of a slot, outermost first: [`auth::authenticate`] (401, 429),
+/// [`auth::require_scope`] (403), and for the command slot [`idempotency::idempotency`].
+///
+/// They run as one middleware rather than three stacked `from_fn` layers because every such
+/// layer costs each request a clone of the boxed inner route (an allocation), a boxed future
+/// and its own `Next`: a few percent of the server's CPU per order for nothing. The order of
+/// the checks, and so of the answers, is the one the three layers had.
+async fn guard(scope: Scope, state: AppState, mut req: Request, next: Next) -> Response {
+    if let Err(refusal) = auth::admit(&state, &mut req).await {
+        return refusal;
+    }
+    if let Some(refusal) = auth::refuse_scope(scope, &req) {
+        return refusal;
+    }
+    if scope == Scope::Commands {
+        idempotency::idempotency(State(state), req, next).await
+    } else {
+        next.run(req).await
+    }
 }
 
 fn add_security_scheme(openapi: &mut utoipa::openapi::OpenApi) {
