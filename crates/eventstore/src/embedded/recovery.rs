@@ -173,7 +173,9 @@ fn recover_with(
                     .map_err(Failure::Index)?,
                 None => {
                     let built = segindex::build(path, &file)?;
-                    segindex::apply(&mut index, segment, path, &built.index, streams)?;
+                    let bytes = built.index_bytes();
+                    segindex::apply(&mut index, segment, path, &bytes, streams)?;
+                    drop(bytes);
                     if mode == Mode::Writable
                         && let Err(e) = segindex::write_built(path, &built)
                     {

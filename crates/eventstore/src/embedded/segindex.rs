@@ -28,7 +28,7 @@
 //! Little endian throughout. A stream's runs are in version order: each is one write of a frame.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -57,22 +57,97 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// The two files derived from a sealed segment: its index and its stream directory.
+/// What a scan of a sealed segment found, from which its two derived files are written: its
+/// index and its stream directory. The files are streamed out of this summary
+/// ([`Built::write_index`], [`write_built`]) rather than encoded in memory first: the indexer
+/// thread runs beside a loaded server, and a 256 MiB segment's files are ~100 MiB.
 pub(crate) struct Built {
-    pub index: Vec<u8>,
-    pub directory: Vec<u8>,
+    segment_len: u64,
+    first_position: Position,
+    end_position: Position,
+    /// (offset, first position) of each frame.
+    frames: Vec<(u32, Position)>,
+    collector: Collector,
+    /// The commands table as it is written (position u64, u16 len + id): no String per frame.
+    commands: Vec<u8>,
+    command_count: u32,
+}
+
+impl Built {
+    /// Writes the index file's bytes (see the module doc) to `w`.
+    pub fn write_index(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let count = |n: usize| u32::try_from(n).map_err(std::io::Error::other);
+        let mut w = CrcWriter { inner: w, crc: 0 };
+        w.write_all(&INDEX_MAGIC)?;
+        w.write_all(&VERSION.to_le_bytes())?;
+        w.write_all(&self.segment_len.to_le_bytes())?;
+        w.write_all(&self.first_position.to_le_bytes())?;
+        w.write_all(&self.end_position.to_le_bytes())?;
+        w.write_all(&count(self.frames.len())?.to_le_bytes())?;
+        w.write_all(&count(self.collector.stream_count())?.to_le_bytes())?;
+        w.write_all(&self.command_count.to_le_bytes())?;
+        for (offset, first) in &self.frames {
+            w.write_all(&offset.to_le_bytes())?;
+            // A segment is at most about 1 GiB, so it holds fewer than 4G events.
+            w.write_all(&((first - self.first_position) as u32).to_le_bytes())?;
+        }
+        for (name, runs) in self.collector.streams() {
+            // Stream names are validated short (< 64 KiB) before they are ever written.
+            w.write_all(&(name.len() as u16).to_le_bytes())?;
+            w.write_all(name)?;
+            w.write_all(&count(runs.len())?.to_le_bytes())?;
+            for run in runs {
+                w.write_all(&run.first_version.to_le_bytes())?;
+                w.write_all(&run.first_position.to_le_bytes())?;
+                w.write_all(&run.count.to_le_bytes())?;
+            }
+        }
+        w.write_all(&self.commands)?;
+        let crc = w.crc;
+        w.inner.write_all(&crc.to_le_bytes())
+    }
+
+    /// The index file's bytes (for an open that scanned the segment: it reads them at once).
+    pub fn index_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            HEADER_BYTES
+                + self.frames.len() * 8
+                + self.collector.stream_count() * 48
+                + self.commands.len(),
+        );
+        // Writing to a Vec cannot fail; the counts were checked by `build`.
+        let _ = self.write_index(&mut out);
+        out
+    }
+}
+
+/// Passes writes through, keeping the CRC32C of everything written.
+struct CrcWriter<'w, W: Write> {
+    inner: &'w mut W,
+    crc: u32,
+}
+
+impl<W: Write> Write for CrcWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Scans a sealed segment (every frame must pass its checks: a segment before the last is
-/// durable as a whole) and encodes its index and its stream directory (`streamdir.rs`).
+/// durable as a whole) and summarizes it for its index and its stream directory (`streamdir.rs`).
 pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
     let segment_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut frames: Vec<(u32, Position)> = Vec::new();
     let mut collector = Collector::default();
-    // The commands table as it is written (position u64, u16 len + id): no String per frame.
     let mut commands: Vec<u8> = Vec::new();
-    let mut command_count = 0usize;
+    let mut command_count = 0u32;
     let mut first_position = 0;
     let mut end_position = 0;
     let mut buf = Vec::new();
@@ -117,41 +192,17 @@ pub(crate) fn build(path: &Path, file: &File) -> Result<Built, StoreError> {
         offset += (HEADER_LEN + len) as u64;
     }
 
-    let mut out = Vec::with_capacity(
-        HEADER_BYTES + frames.len() * 8 + collector.stream_count() * 48 + commands.len(),
-    );
-    out.extend_from_slice(&INDEX_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&segment_len.to_le_bytes());
-    out.extend_from_slice(&first_position.to_le_bytes());
-    out.extend_from_slice(&end_position.to_le_bytes());
     let count = |n: usize| u32::try_from(n).map_err(|_| corrupt(path, 0, "segment too large"));
-    out.extend_from_slice(&count(frames.len())?.to_le_bytes());
-    out.extend_from_slice(&count(collector.stream_count())?.to_le_bytes());
-    out.extend_from_slice(&count(command_count)?.to_le_bytes());
-    for (offset, first) in &frames {
-        out.extend_from_slice(&offset.to_le_bytes());
-        // A segment is at most about 1 GiB, so it holds fewer than 4G events.
-        out.extend_from_slice(&((first - first_position) as u32).to_le_bytes());
-    }
-    for (name, runs) in collector.streams() {
-        // Stream names are validated short (< 64 KiB) before they are ever written.
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(name);
-        out.extend_from_slice(&count(runs.len())?.to_le_bytes());
-        for run in runs {
-            out.extend_from_slice(&run.first_version.to_le_bytes());
-            out.extend_from_slice(&run.first_position.to_le_bytes());
-            out.extend_from_slice(&run.count.to_le_bytes());
-        }
-    }
-    out.extend_from_slice(&commands);
-    drop(commands);
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    count(frames.len())?;
+    count(collector.stream_count())?;
     Ok(Built {
-        index: out,
-        directory: collector.encode(0, segment_len),
+        segment_len,
+        first_position,
+        end_position,
+        frames,
+        collector,
+        commands,
+        command_count,
     })
 }
 
@@ -369,17 +420,13 @@ pub(crate) fn apply(
     Ok(())
 }
 
-/// Writes `bytes` as the index of `segment`: to a temporary file, synced, then renamed over, so a
-/// crash leaves either no index, an old complete one, or the new complete one.
-pub(crate) fn write(segment: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    streamdir::write_atomic(&index_path(segment), bytes, true)
-}
-
 /// Writes both files built from a sealed segment; once its stream directory is there, the
 /// segment's tail checkpoints (from when it was the tail) are no longer needed.
 pub(crate) fn write_built(segment: &Path, built: &Built) -> std::io::Result<()> {
-    write(segment, &built.index)?;
-    streamdir::write_atomic(&streamdir::sealed_path(segment), &built.directory, true)?;
+    streamdir::write_atomic_with(&index_path(segment), true, |w| built.write_index(w))?;
+    streamdir::write_atomic_with(&streamdir::sealed_path(segment), true, |w| {
+        built.collector.write_to(0, built.segment_len, w)
+    })?;
     streamdir::remove_checkpoints(segment);
     Ok(())
 }

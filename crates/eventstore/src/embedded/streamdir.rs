@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::hash::BuildHasherDefault;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,6 +229,16 @@ impl Collector {
 
     /// Encodes the directory of the frames added, which cover bytes `from..to` of the segment.
     pub fn encode(&self, from: u64, to: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing to a Vec cannot fail.
+        let _ = self.write_to(from, to, &mut out);
+        out
+    }
+
+    /// Writes the directory of the frames added, which cover bytes `from..to` of the segment,
+    /// to `w` in one pass: the entries (16 bytes a stream) are computed first, from each
+    /// record's length, so that only they are held, never the records.
+    pub fn write_to(&self, from: u64, to: u64, w: &mut impl Write) -> std::io::Result<()> {
         let mut order: Vec<(u64, u32)> = self
             .streams
             .iter()
@@ -243,28 +253,16 @@ impl Collector {
             .next_power_of_two();
         let bits = buckets.trailing_zeros();
 
-        let mut records = Vec::new();
+        let too_large = |_| std::io::Error::other("stream directory too large");
         let mut entries = Vec::with_capacity(order.len() * ENTRY_BYTES);
+        let mut record_at = 0u64;
         for &(hash, i) in &order {
             let stream = &self.streams[i as usize];
-            let name = self.name(stream);
-            let start = records.len();
-            // Stream names are validated short (< 64 KiB) before they are ever written.
-            records.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            records.extend_from_slice(name);
-            records.extend_from_slice(&stream.run_count.to_le_bytes());
-            for run in self.runs_of(stream) {
-                records.extend_from_slice(&run.first_version.to_le_bytes());
-                records.extend_from_slice(&run.first_position.to_le_bytes());
-                records.extend_from_slice(&run.count.to_le_bytes());
-                records.extend_from_slice(&run.frame_offset.to_le_bytes());
-                records.extend_from_slice(&run.frame_len.to_le_bytes());
-            }
-            let crc = crc32c::crc32c(&records[start..]);
-            records.extend_from_slice(&crc.to_le_bytes());
+            let len = record_len(stream.name_len, stream.run_count);
             entries.extend_from_slice(&hash.to_le_bytes());
-            entries.extend_from_slice(&(start as u32).to_le_bytes());
-            entries.extend_from_slice(&((records.len() - start) as u32).to_le_bytes());
+            entries.extend_from_slice(&u32::try_from(record_at).map_err(too_large)?.to_le_bytes());
+            entries.extend_from_slice(&u32::try_from(len).map_err(too_large)?.to_le_bytes());
+            record_at += len;
         }
         let mut table = Vec::with_capacity((buckets + 1) * 8);
         let mut at = 0;
@@ -282,24 +280,54 @@ impl Collector {
 
         let (last_frame, last_crc) = self.last_frame.unwrap_or((NO_FRAME, 0));
         let first_position = self.first_position.unwrap_or(self.end_position);
-        let mut out =
-            Vec::with_capacity(HEADER_BYTES + table.len() + entries.len() + records.len());
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        header.extend_from_slice(&MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
         for v in [from, to, first_position, self.end_position, last_frame] {
-            out.extend_from_slice(&v.to_le_bytes());
+            header.extend_from_slice(&v.to_le_bytes());
         }
         for v in [last_crc, bits, order.len() as u32, crc32c::crc32c(&table)] {
-            out.extend_from_slice(&v.to_le_bytes());
+            header.extend_from_slice(&v.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        debug_assert_eq!(out.len(), HEADER_BYTES);
-        out.extend_from_slice(&table);
-        out.extend_from_slice(&entries);
-        out.extend_from_slice(&records);
-        out
+        let crc = crc32c::crc32c(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        debug_assert_eq!(header.len(), HEADER_BYTES);
+        w.write_all(&header)?;
+        w.write_all(&table)?;
+        w.write_all(&entries)?;
+        drop(entries);
+
+        let mut record = Vec::new();
+        for &(_, i) in &order {
+            let stream = &self.streams[i as usize];
+            let name = self.name(stream);
+            record.clear();
+            // Stream names are validated short (< 64 KiB) before they are ever written.
+            record.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            record.extend_from_slice(name);
+            record.extend_from_slice(&stream.run_count.to_le_bytes());
+            for run in self.runs_of(stream) {
+                record.extend_from_slice(&run.first_version.to_le_bytes());
+                record.extend_from_slice(&run.first_position.to_le_bytes());
+                record.extend_from_slice(&run.count.to_le_bytes());
+                record.extend_from_slice(&run.frame_offset.to_le_bytes());
+                record.extend_from_slice(&run.frame_len.to_le_bytes());
+            }
+            let crc = crc32c::crc32c(&record);
+            record.extend_from_slice(&crc.to_le_bytes());
+            debug_assert_eq!(
+                record.len() as u64,
+                record_len(stream.name_len, stream.run_count)
+            );
+            w.write_all(&record)?;
+        }
+        Ok(())
     }
+}
+
+/// The length of a stream's record: u16 name length, the name, u32 run count, the runs, CRC.
+fn record_len(name_len: u32, run_count: u32) -> u64 {
+    2 + u64::from(name_len) + 4 + u64::from(run_count) * RUN_BYTES as u64 + 4
 }
 
 /// The runs of one stream of a [`Collector`], in the order they were added.
@@ -554,6 +582,16 @@ impl Directory {
 /// directory (a checkpoint skips it: it is a cache, checked before use, and costs nothing when
 /// lost).
 pub(crate) fn write_atomic(target: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    write_atomic_with(target, sync, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes (through a buffer), for files too large to encode in
+/// memory first.
+pub(crate) fn write_atomic_with(
+    target: &Path,
+    sync: bool,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut tmp = target.as_os_str().to_owned();
     tmp.push(format!(
@@ -563,8 +601,9 @@ pub(crate) fn write_atomic(target: &Path, bytes: &[u8], sync: bool) -> std::io::
     ));
     let tmp = PathBuf::from(tmp);
     let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
+        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write(&mut file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         if sync {
             file.sync_all()?;
         }
