@@ -381,6 +381,31 @@ mod tests {
     }
 
     #[test]
+    fn a_state_put_back_unchanged_keeps_its_charge_and_a_changed_one_is_estimated_again() {
+        let cache = StateCache::new(usize::MAX / 2, usize::MAX / 2);
+        let stream = stock(1);
+        let big = reserved(100);
+        let big_bytes = approx_bytes(&stream, &big.state);
+        cache.put(stream.clone(), big);
+        let before = cache.bytes();
+
+        // Taken: the charge comes along; put back as it was, nothing is estimated and the
+        // cache's bytes are what they were.
+        let taken = cache.take(&stream).expect("cached");
+        assert_eq!(taken.charged, Some(big_bytes));
+        cache.put(stream.clone(), taken);
+        assert_eq!(cache.bytes(), before);
+
+        // Changed by a command (which clears the charge): estimated from the new state.
+        let mut taken = cache.take(&stream).expect("cached");
+        taken.state = stream.initial_state();
+        taken.charged = None;
+        cache.put(stream.clone(), taken);
+        let small = approx_bytes(&stream, &stream.initial_state());
+        assert_eq!(cache.bytes().0, before.0 - big_bytes + small);
+    }
+
+    #[test]
     fn larger_states_evict_more_entries() {
         let small = approx_bytes(&stock(0), &stock(0).initial_state());
         let big = reserved(100);
