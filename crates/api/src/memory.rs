@@ -11,8 +11,9 @@
 //! the pages of the search index's segment files the kernel maps in, thread stacks and the
 //! runtime. So the process's RSS is about the budget plus what a restarted node holds (~1.1 GiB
 //! at 1M products and 10M events), and the default budget is chosen so that such a node's
-//! steady state stays under 2 GiB (1,805 MiB measured at 10M events; transient peaks still
-//! reach 2,277 MiB: BENCHMARKS.md).
+//! steady state stays under 2 GiB (1,877 MiB measured at 10M events). The transient that made
+//! the peak (indexing each sealed log segment: +470 MiB) is now ~150 MiB, and the peak 2,009
+//! MiB (BENCHMARKS.md, "Stop 12 re-run").
 //!
 //! Each part reports what it holds as `emporium_cache_bytes{cache}` and its share as
 //! `emporium_cache_budget_bytes{cache}` in `/metrics`.
@@ -22,7 +23,8 @@ use std::str::FromStr;
 
 /// 640 MiB: a node with 1M products and 10M events held ~1.1 GiB with its caches empty (right
 /// after a restart, BENCHMARKS.md "Large"); this leaves ~300 MiB of the 2 GiB for transient
-/// peaks (segment sealing, merges) and the allocator's slack. See the ADR.
+/// peaks (segment sealing, merges) and the allocator's slack: just enough at 10M events (peak
+/// 2,009 MiB). See the ADR.
 pub const DEFAULT_BUDGET_BYTES: u64 = 640 << 20;
 
 /// The smallest budget accepted: below this the parts' floors (a tantivy writer thread needs
