@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, heap_bytes,
-    is_product_stream, storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, get_row,
+    heap_bytes, is_product_stream, storage_error,
 };
 
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
@@ -286,11 +286,7 @@ fn stored_row(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     sku: &str,
 ) -> Result<Option<ProductRow>, ProjectionError> {
-    table
-        .get(sku)
-        .map_err(storage_error)?
-        .map(|v| decode_row(v.value()))
-        .transpose()
+    get_row(table, sku)
 }
 
 /// Folds the product events of `events` into `fold`; `load` reads a row `fold` does not hold.
@@ -475,11 +471,7 @@ impl Catalog {
     pub fn product(&self, sku: &str) -> Result<Option<ProductRow>, ProjectionError> {
         let txn = self.db.begin_read()?;
         let products = txn.open_table(PRODUCTS).map_err(storage_error)?;
-        products
-            .get(sku)
-            .map_err(storage_error)?
-            .map(|v| decode_row(v.value()))
-            .transpose()
+        get_row(&products, sku)
     }
 
     /// The number of products.

@@ -27,8 +27,8 @@ use uuid::Uuid;
 use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, heap_bytes,
-    is_order_stream, is_stock_stream, storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, get_row,
+    heap_bytes, is_order_stream, is_stock_stream, storage_error,
 };
 
 const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
@@ -294,17 +294,9 @@ fn stored(
     pending: &impl ReadableTable<u128, &'static [u8]>,
     id: u128,
 ) -> Result<Touched, ProjectionError> {
-    let row: Option<OrderRow> = orders
-        .get(id)
-        .map_err(storage_error)?
-        .map(|v| decode_row(v.value()))
-        .transpose()?;
+    let row: Option<OrderRow> = get_row(orders, id)?;
     let pending = if row.is_none() {
-        pending
-            .get(id)
-            .map_err(storage_error)?
-            .map(|v| decode_row(v.value()))
-            .transpose()?
+        get_row(pending, id)?
     } else {
         None
     };
@@ -569,11 +561,7 @@ impl Orders {
     pub fn order(&self, order_id: Uuid) -> Result<Option<OrderRow>, ProjectionError> {
         let txn = self.db.begin_read()?;
         let orders = txn.open_table(ORDERS).map_err(storage_error)?;
-        orders
-            .get(order_id.as_u128())
-            .map_err(storage_error)?
-            .map(|v| decode_row(v.value()))
-            .transpose()
+        get_row(&orders, order_id.as_u128())
     }
 
     /// A customer's orders, newest first, after the `cursor` of the previous page.

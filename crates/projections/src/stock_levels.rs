@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::PAGE_LIMIT_MAX;
 use crate::runner::ProjectionError;
 use crate::storage::{
-    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, heap_bytes,
-    is_stock_stream, storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, get_row,
+    heap_bytes, is_stock_stream, storage_error,
 };
 
 const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
@@ -250,11 +250,7 @@ fn stored_row(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     sku: &str,
 ) -> Result<Option<StockRow>, ProjectionError> {
-    table
-        .get(sku)
-        .map_err(storage_error)?
-        .map(|v| decode_row(v.value()))
-        .transpose()
+    get_row(table, sku)
 }
 
 /// Folds the stock events of `events` into `fold`; `load` reads a row `fold` does not hold.
@@ -324,11 +320,7 @@ impl StockLevels {
     pub fn sku(&self, sku: &str) -> Result<Option<StockRow>, ProjectionError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STOCK).map_err(storage_error)?;
-        table
-            .get(sku)
-            .map_err(storage_error)?
-            .map(|v| decode_row(v.value()))
-            .transpose()
+        get_row(&table, sku)
     }
 
     /// Every row in SKU order (for `verify` and tests: loads everything).

@@ -283,6 +283,18 @@ pub(crate) fn decode_row<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Project
     postcard::from_bytes(bytes).map_err(|e| storage_error(format!("corrupt stored row: {e}")))
 }
 
+/// The row stored under `key` in `table`, decoded.
+pub(crate) fn get_row<'k, K: redb::Key + 'static, T: DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<T>, ProjectionError> {
+    table
+        .get(key)
+        .map_err(storage_error)?
+        .map(|v| decode_row(v.value()))
+        .transpose()
+}
+
 /// Decodes a recorded event (upcasting old versions).
 pub(crate) fn decode_event(event: &RecordedEvent) -> Result<Event, ProjectionError> {
     emporium_domain::decode(&event.event_type, &event.payload).map_err(|e| {
