@@ -14,11 +14,11 @@
 //!
 //! # Requests
 //!
-//! [`authenticate`] (a route layer on every `/v1` route) answers 401 with
+//! [`admit`] (in the route layer of every `/v1` route, `http::guard`) answers 401 with
 //! `WWW-Authenticate: Bearer` without a valid, unrevoked key, and 429 with `Retry-After` when
 //! the key's token bucket is empty; otherwise it puts the [`Principal`] into the request's
-//! extensions. [`require_scope`] (a route layer per router) or the [`RequireScope`] extractor (per
-//! handler) answer 403 without the scope.
+//! extensions. [`refuse_scope`] (the same layer, per router) or the [`RequireScope`] extractor
+//! (per handler) answer 403 without the scope.
 //!
 //! Keys are cached for [`AuthConfig::key_cache_ttl`] so that a request does not read the store;
 //! a revocation through [`Authenticator::revoke`] applies at once on this node and within the
@@ -29,10 +29,9 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use parking_lot::{Mutex, RwLock};
 use sha2::{Digest, Sha256};
@@ -176,7 +175,7 @@ pub mod scopes {
 
 /// An extractor that demands a scope of the caller: 401 without a key, 403 without the scope.
 /// For a handler in a router whose routes need different scopes; a router whose routes all
-/// need one scope uses [`require_scope`] (through `http::scoped`) instead.
+/// need one scope is checked by [`refuse_scope`] (in `http::guard`) instead.
 pub struct RequireScope<S: ScopeMarker>(pub Principal, PhantomData<S>);
 
 impl<St: Send + Sync, S: ScopeMarker> FromRequestParts<St> for RequireScope<S> {
@@ -191,18 +190,10 @@ impl<St: Send + Sync, S: ScopeMarker> FromRequestParts<St> for RequireScope<S> {
     }
 }
 
-/// Middleware: resolves the bearer key to a [`Principal`] and applies its rate limit.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match admit(&state, &mut req).await {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => refusal,
-    }
-}
-
-/// What [`authenticate`] does before it passes the request on: resolves the bearer key, applies
-/// its rate limit and puts the [`Principal`] into the request's extensions; `Err` is the 401 or
-/// 429 answer.
-pub(crate) async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> {
+/// Resolves the bearer key, applies its rate limit and puts the [`Principal`] into the
+/// request's extensions; `Err` is the 401 or 429 answer. The first check of every `/v1` route
+/// (`http::guard`).
+pub async fn admit(state: &AppState, req: &mut Request) -> Result<(), Response> {
     let token = match bearer_token(req.headers()) {
         Ok(token) => token,
         Err(error) => {
@@ -222,17 +213,8 @@ pub(crate) async fn admit(state: &AppState, req: &mut Request) -> Result<(), Res
     Ok(())
 }
 
-/// A middleware that answers 403 unless the caller's key has `scope` (and 401 if the request
-/// was not authenticated at all). Use as a route layer after [`authenticate`].
-pub async fn require_scope(scope: Scope, req: Request, next: Next) -> Response {
-    match refuse_scope(scope, &req) {
-        None => next.run(req).await,
-        Some(refusal) => refusal,
-    }
-}
-
-/// What [`require_scope`] checks: the 401 or 403 answer, if the request is refused.
-pub(crate) fn refuse_scope(scope: Scope, req: &Request) -> Option<Response> {
+/// The 401 or 403 answer if the caller's key lacks `scope` (after [`admit`], in `http::guard`).
+pub fn refuse_scope(scope: Scope, req: &Request) -> Option<Response> {
     match req.extensions().get::<Principal>() {
         None => Some(ApiError::Unauthenticated("this route requires an API key").into_response()),
         Some(principal) if !principal.has_scope(scope) => {

@@ -16,8 +16,8 @@
 //! did append, but failed to answer, is still applied once: handlers should pass
 //! [`IdempotencyKey::command_id`] to the event store, which deduplicates appends by command id.)
 //!
-//! The layer must sit inside [`super::auth::authenticate`] (it needs the caller's key id);
-//! `http::app` applies it to the command routes.
+//! It must run after [`super::auth::admit`] (it needs the caller's key id); `http::guard`
+//! runs it for the command routes.
 
 use std::sync::Arc;
 use std::time::Duration;

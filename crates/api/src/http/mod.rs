@@ -340,8 +340,8 @@ pub fn app_with_routes(state: AppState, routes: RouteSet) -> Router {
         .with_state(state)
 }
 
-/// The `/v1` route layer of a slot, outermost first: [`auth::authenticate`] (401, 429),
-/// [`auth::require_scope`] (403), and for the command slot [`idempotency::idempotency`].
+/// The `/v1` route layer of a slot, in order: [`auth::admit`] (401, 429), [`auth::refuse_scope`]
+/// (403), and for the command slot [`idempotency::idempotency`].
 ///
 /// They run as one middleware rather than three stacked `from_fn` layers because every such
 /// layer costs each request a clone of the boxed inner route (an allocation), a boxed future
