@@ -21,6 +21,7 @@ fn config() -> RunnerConfig {
         batch_events_max: 4,
         retry_backoff_min: Duration::from_millis(10),
         retry_backoff_max: Duration::from_millis(50),
+        live_batch_interval: Duration::ZERO,
     }
 }
 
