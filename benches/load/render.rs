@@ -605,8 +605,12 @@ fn large(out: &mut String, scenario: &str, lines: Vec<&Value>) {
             kv(
                 &format!("`{}`", c["command"].as_str().unwrap_or("?")),
                 if c["ok"].as_bool() == Some(true) {
+                    let products = c["products_per_s"]
+                        .as_f64()
+                        .map(|p| format!(", {} products/s", rate(p)))
+                        .unwrap_or_default();
                     format!(
-                        "**{} events/s** ({:.1} s)",
+                        "**{} events/s**{products} ({:.1} s)",
                         rate(c["events_per_s"].as_f64().unwrap_or(0.0)),
                         c["seconds"].as_f64().unwrap_or(0.0)
                     )

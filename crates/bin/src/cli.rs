@@ -125,6 +125,7 @@ the rebuild leaves the old one in place.
 
 Examples:
   emporium projections rebuild catalog
+  emporium projections rebuild catalog stock orders
   emporium projections rebuild --all
   emporium projections rebuild search --server http://127.0.0.1:8080 --api-key emp_..."
     )]
@@ -133,9 +134,10 @@ Examples:
 
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
-    /// The projection to rebuild (see `projections status`).
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
-    pub name: Option<String>,
+    /// The projections to rebuild (see `projections status`); several are rebuilt together,
+    /// from one read of the log.
+    #[arg(required_unless_present = "all", conflicts_with = "all", num_args = 1..)]
+    pub names: Vec<String>,
 
     /// Rebuild every projection.
     #[arg(long)]

@@ -71,10 +71,16 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
     let names: Vec<ProjectionName> = if args.all {
         ProjectionName::ALL.to_vec()
     } else {
-        let name = args.name.as_deref().unwrap_or_default();
-        vec![ProjectionName::parse(name).with_context(|| {
-            format!("no projection named {name:?} (catalog, stock, orders or search)")
-        })?]
+        let mut names = Vec::with_capacity(args.names.len());
+        for name in &args.names {
+            let parsed = ProjectionName::parse(name).with_context(|| {
+                format!("no projection named {name:?} (catalog, stock, orders or search)")
+            })?;
+            if !names.contains(&parsed) {
+                names.push(parsed);
+            }
+        }
+        names
     };
     if let Some(server) = &args.server {
         return rebuild_on_server(server, args.api_key.as_deref(), &names).await;
@@ -95,7 +101,7 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
     let label = if names.len() == 1 {
         names[0].as_str()
     } else {
-        "events (all rebuilds)"
+        "events (every rebuild)"
     };
     let bar = progress(Some(head.max(1)), label);
     loop {
@@ -161,7 +167,7 @@ async fn rebuild(store_args: &StoreArgs, args: RebuildArgs) -> anyhow::Result<()
             .unwrap_or(0);
         let secs = started.elapsed().as_secs_f64();
         println!(
-            "All {} rebuilds, run together: {events} events in {secs:.1} s ({:.0} events/s).",
+            "The {} rebuilds, run together: {events} events in {secs:.1} s ({:.0} events/s).",
             rebuilds.len(),
             events as f64 / secs.max(1e-9)
         );

@@ -28,6 +28,26 @@ fn projections_are_rebuilt_offline_into_a_new_generation() {
     let table = ok(&dir, &["projections", "status"]);
     assert!(table.starts_with("NAME"), "{table}");
 
+    // A named set is rebuilt together (one read of the log); the others stay as they are.
+    let out = ok(
+        &dir,
+        &["projections", "rebuild", "stock", "orders", "stock"],
+    );
+    let rebuilt: Vec<&str> = out.lines().filter(|l| l.starts_with("Rebuilt ")).collect();
+    assert_eq!(rebuilt.len(), 2, "{out}");
+    assert!(out.contains("The 2 rebuilds, run together"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["projections", "status", "--json"])).unwrap();
+    for s in status.as_array().unwrap() {
+        let expected = if matches!(s["name"].as_str(), Some("stock" | "orders")) {
+            3
+        } else {
+            2
+        };
+        assert_eq!(s["generation"], expected, "{s}");
+        assert_eq!(s["position"], s["head"], "{s}");
+    }
+
     let output = run(&dir, &["projections", "rebuild", "nope"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
