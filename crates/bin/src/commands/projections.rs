@@ -10,11 +10,11 @@ use emporium_projections::{
 };
 use serde::Deserialize;
 
-use super::{OpenStore, open_event_store, progress};
+use super::{OpenStore, open_event_store_log_order, progress};
 use crate::cli::{ProjectionsCommand, RebuildArgs, StoreArgs};
 
 async fn open_set(store_args: &StoreArgs) -> anyhow::Result<(OpenStore, Arc<ProjectionSet>)> {
-    let store = open_event_store(store_args, false).await?;
+    let store = open_event_store_log_order(store_args).await?;
     let shared = store.shared();
     let config = ProjectionSetConfig::new(&store_args.data_dir);
     let set =

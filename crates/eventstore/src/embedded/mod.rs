@@ -234,6 +234,15 @@ impl EmbeddedStore {
         Self::open_read_only_with(dir.into(), Streams::Only(stream))
     }
 
+    /// [`EmbeddedStore::open_read_only`] for a tool that reads the log in position order only
+    /// (an offline `emporium projections rebuild`): the index knows every frame (`head`,
+    /// `read_all` and subscriptions are exact) but no stream and no command id, so every
+    /// stream reads as empty. Like [`EmbeddedStore::open_read_only_for_stream`], it skips
+    /// interning and hashing every stream, which is most of the cost of opening a large log.
+    pub fn open_read_only_log_order(dir: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::open_read_only_with(dir.into(), Streams::None)
+    }
+
     /// A read-only store of one stream for `emporium replay`, opened in a few `pread`s per
     /// segment through the stream directories (`streamdir.rs`, `onestream.rs`) when they are
     /// all there and sound, else [`EmbeddedStore::open_read_only_for_stream`]. The answers are

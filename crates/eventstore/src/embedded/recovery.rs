@@ -99,6 +99,9 @@ pub(crate) enum Streams<'a> {
     /// (`emporium replay`) skips building the tables of millions of other streams, which is
     /// almost all the cost of opening a large log.
     Only(&'a str),
+    /// No stream and no command id: a read-only tool that reads the log in position order
+    /// (`emporium projections rebuild`) needs only the frames.
+    None,
 }
 
 impl Streams<'_> {
@@ -107,6 +110,7 @@ impl Streams<'_> {
         match self {
             Streams::All => true,
             Streams::Only(only) => *only == stream,
+            Streams::None => false,
         }
     }
 

@@ -381,6 +381,7 @@ pub(crate) fn apply(
         let wanted = match streams {
             Streams::All => true,
             Streams::Only(only) => only.as_bytes() == name,
+            Streams::None => false,
         };
         if !wanted {
             r.take((runs as usize).saturating_mul(RUN_BYTES))

@@ -236,3 +236,40 @@ async fn a_one_stream_read_only_open_knows_that_stream_and_every_frame() {
     }
     full.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_order_read_only_open_knows_every_frame_and_no_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_with(small_config(dir.path())).unwrap();
+    fill(&store, 600).await;
+    store.close().await;
+    let full = EmbeddedStore::open_read_only(dir.path()).unwrap();
+    let log = EmbeddedStore::open_read_only_log_order(dir.path()).unwrap();
+    assert_eq!(log.head().await.unwrap(), full.head().await.unwrap());
+    let everything = full
+        .read_all(0, &ReadFilter::default(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(
+        log.read_all(0, &ReadFilter::default(), usize::MAX)
+            .await
+            .unwrap(),
+        everything
+    );
+    // A subscription from the start sees the whole log, in order, and ends at the head.
+    let mut subscription = log.subscribe(0, ReadFilter::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < everything.len() {
+        let chunk = futures::StreamExt::next(&mut subscription)
+            .await
+            .expect("the subscription ended early")
+            .unwrap();
+        seen.extend(chunk);
+    }
+    assert_eq!(seen, everything);
+    // No stream is indexed.
+    assert!(full.stream_version("stock-hot").await.unwrap().is_some());
+    assert_eq!(log.stream_version("stock-hot").await.unwrap(), None);
+    log.close().await;
+    full.close().await;
+}
