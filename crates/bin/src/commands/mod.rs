@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use emporium_eventstore::{EmbeddedStore, EventStore, PostgresStore};
+use emporium_eventstore::{EmbeddedStore, EventStore, PostgresStore, StoreError};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::cli::{Command, EventsCommand, StoreArgs};
@@ -85,32 +85,31 @@ pub async fn open_event_store(args: &StoreArgs, create: bool) -> anyhow::Result<
 /// no index file written), so `replay`, `export` and `verify` leave the data directory as they
 /// found it and may run beside a server that has it open.
 pub async fn open_event_store_read_only(args: &StoreArgs) -> anyhow::Result<OpenStore> {
-    if args.database_url.is_some() {
-        return open_event_store(args, false).await;
-    }
-    require_log(&args.data_dir)?;
-    let dir = event_store_dir(&args.data_dir);
-    let shown = dir.display().to_string();
-    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_read_only(dir))
-        .await
-        .context("opening the event store")?
-        .with_context(|| format!("opening the event store in {shown} for reading"))?;
-    Ok(OpenStore::Embedded(store))
+    open_embedded_read_only(args, EmbeddedStore::open_read_only).await
 }
 
 /// The event store named by the flags, for reading it in position order only (the offline
-/// `projections` commands): PostgreSQL with `--database-url`, else the embedded store opened
-/// with `EmbeddedStore::open_read_only_log_order`, which indexes every frame but no stream,
-/// several times faster to open on a large log than a writable open. It takes no lock on the
-/// log: what keeps a server off the data directory meanwhile is the read models' own locks.
+/// `projections` commands): like [`open_event_store_read_only`], but the embedded store is
+/// opened with `EmbeddedStore::open_read_only_log_order`, which indexes every frame but no
+/// stream, several times faster to open on a large log. It takes no lock on the log: what keeps
+/// a server off the data directory meanwhile is the read models' own locks.
 pub async fn open_event_store_log_order(args: &StoreArgs) -> anyhow::Result<OpenStore> {
+    open_embedded_read_only(args, EmbeddedStore::open_read_only_log_order).await
+}
+
+/// PostgreSQL with `--database-url`, else the embedded store of the data directory opened by
+/// `open` (one of `EmbeddedStore`'s read-only opens) on a blocking thread.
+async fn open_embedded_read_only(
+    args: &StoreArgs,
+    open: fn(PathBuf) -> Result<EmbeddedStore, StoreError>,
+) -> anyhow::Result<OpenStore> {
     if args.database_url.is_some() {
         return open_event_store(args, false).await;
     }
     require_log(&args.data_dir)?;
     let dir = event_store_dir(&args.data_dir);
     let shown = dir.display().to_string();
-    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open_read_only_log_order(dir))
+    let store = tokio::task::spawn_blocking(move || open(dir))
         .await
         .context("opening the event store")?
         .with_context(|| format!("opening the event store in {shown} for reading"))?;
