@@ -122,8 +122,9 @@ pub enum ProjectionError {
 }
 
 /// The default [`RunnerConfig::live_batch_interval`]. Measured under PlaceOrder load (100k SKUs,
-/// ~25k events/s): 0 → 20 ms cut the stock, search and orders projections' CPU per event by
-/// 29%, 28% and 41%; 100 ms gained little more. Read-your-writes waits grow by at most this.
+/// ~28k events/s; BENCHMARKS.md, "Stop 13"): the four projection threads' CPU per order fell by
+/// 23% and the server's by 13%; 100 ms gained little more than 20. Read-your-writes waits grow
+/// by at most this.
 pub const LIVE_BATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How the runner batches and backs off.
