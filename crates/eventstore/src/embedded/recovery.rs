@@ -107,9 +107,14 @@ pub(crate) enum Streams<'a> {
 impl Streams<'_> {
     /// Whether `stream`'s runs go into the index.
     pub fn wants(&self, stream: &str) -> bool {
+        self.wants_name(stream.as_bytes())
+    }
+
+    /// [`Streams::wants`] of a name as stored, before it is checked to be UTF-8.
+    pub fn wants_name(&self, name: &[u8]) -> bool {
         match self {
             Streams::All => true,
-            Streams::Only(only) => *only == stream,
+            Streams::Only(only) => only.as_bytes() == name,
             Streams::None => false,
         }
     }

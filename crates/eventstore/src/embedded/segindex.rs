@@ -378,12 +378,7 @@ pub(crate) fn apply(
     for _ in 0..stream_count {
         let name = r.bytes16().map_err(bad)?;
         let runs = r.u32().map_err(bad)?;
-        let wanted = match streams {
-            Streams::All => true,
-            Streams::Only(only) => only.as_bytes() == name,
-            Streams::None => false,
-        };
-        if !wanted {
+        if !streams.wants_name(name) {
             r.take((runs as usize).saturating_mul(RUN_BYTES))
                 .map_err(bad)?;
             continue;
