@@ -17,6 +17,7 @@ pub mod search;
 mod search_bulk;
 pub mod set;
 pub mod stock_levels;
+mod stock_map;
 pub mod storage;
 
 pub use catalog::{Catalog, ListProducts, ListSort, ProductRow};

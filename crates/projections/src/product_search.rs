@@ -196,13 +196,12 @@ impl ReadModel for ProductSearch {
             return Err(search_error(error));
         }
         drop(docs);
-        let mut stock: Vec<(String, StockRow)> = stock.into_iter().collect();
-        stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let stock = stock.into_sorted_rows();
         self.db.write_batch(position, |txn| {
             let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
-            for (sku, row) in &stock {
+            for (row, _) in &stock {
                 table
-                    .insert(sku.as_str(), encode_row(row)?.as_slice())
+                    .insert(row.sku.as_str(), encode_row(row)?.as_slice())
                     .map_err(storage_error)?;
             }
             txn.open_table(SEARCH_META)

@@ -23,14 +23,15 @@ use emporium_eventstore::{Position, RecordedEvent};
 use crate::product_search::{apply_details, clamp_available, created_doc};
 use crate::runner::ProjectionError;
 use crate::search::{ProductDoc, SearchError, SearchIndex};
-use crate::stock_levels::{StockRow, fold_recorded_stock, stock_sku};
+use crate::stock_levels::stock_sku;
+use crate::stock_map::{CompactRow, StockMap};
 use crate::storage::{decode_event, is_product_stream, is_stock_stream};
 
 /// What a rebuild of the search projection has folded so far.
 #[derive(Default)]
 pub(crate) struct SearchBulk {
     /// The stock of every SKU a stock event named (the rows the live fold writes).
-    pub(crate) stock: HashMap<String, StockRow>,
+    pub(crate) stock: StockMap,
     /// The document of every product created; `None`: not in the index (discontinued).
     pub(crate) docs: HashMap<String, Option<ProductDoc>>,
     /// The position of the last event folded.
@@ -50,17 +51,11 @@ impl SearchBulk {
                     continue;
                 };
                 let sku = stock_sku(&stock_event);
-                let row = match self.stock.get_mut(sku) {
-                    Some(row) => row,
-                    None => self
-                        .stock
-                        .entry(sku.to_owned())
-                        .or_insert_with(|| StockRow {
-                            sku: sku.to_owned(),
-                            ..StockRow::default()
-                        }),
-                };
-                fold_recorded_stock(row, &stock_event, event);
+                // Nothing is stored yet: every row starts empty.
+                self.stock
+                    .fold(sku, &stock_event, (event.version, event.position), |_| {
+                        Ok::<_, ProjectionError>(None)
+                    })?;
             } else if is_product_stream(&event.stream) {
                 let Event::Product(product_event) = decode_event(event)? else {
                     continue;
@@ -118,13 +113,13 @@ impl SearchBulk {
     }
 
     /// The documents to index, in SKU order (a deterministic index), each with the units
-    /// available now.
-    pub(crate) fn into_documents(self) -> (Vec<ProductDoc>, HashMap<String, StockRow>) {
+    /// available now, and the stock rows to store.
+    pub(crate) fn into_documents(self) -> (Vec<ProductDoc>, StockMap) {
         let SearchBulk { stock, docs, .. } = self;
         let mut docs: Vec<ProductDoc> = docs.into_values().flatten().collect();
         docs.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
         for doc in &mut docs {
-            let available = stock.get(&doc.sku).map_or(0, StockRow::available);
+            let available = stock.get(&doc.sku).map_or(0, CompactRow::available);
             doc.available = clamp_available(available);
         }
         (docs, stock)

@@ -9,14 +9,14 @@
 use emporium_domain::{Allocation, Event, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::PAGE_LIMIT_MAX;
 use crate::runner::ProjectionError;
+use crate::stock_map::StockMap;
 use crate::storage::{
     BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, get_row,
-    heap_bytes, is_stock_stream, storage_error,
+    is_stock_stream, storage_error,
 };
 
 const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
@@ -105,39 +105,54 @@ pub(crate) fn fold_recorded_stock(
     row.position = recorded.position;
 }
 
+/// A row of per-warehouse units that a stock event can be folded into: [`StockRow`] (what is
+/// stored and served) and the compact rows folds keep in memory (`crate::stock_map`).
+pub(crate) trait WarehouseUnits {
+    /// The (on hand, reserved) units of `warehouse`, added with zero units if new.
+    fn units_mut(&mut self, warehouse: &str) -> (&mut u64, &mut u64);
+}
+
+impl WarehouseUnits for StockRow {
+    fn units_mut(&mut self, warehouse: &str) -> (&mut u64, &mut u64) {
+        let w = self.warehouse_mut(warehouse);
+        (&mut w.on_hand, &mut w.reserved)
+    }
+}
+
 /// Folds one stock event into a row: the StockItem aggregate's `evolve`, warehouses only
-/// (saturating, like it). Shared with the search projection, which needs the same numbers.
-pub(crate) fn fold_stock(row: &mut StockRow, event: &StockEvent) -> i64 {
-    fn release(row: &mut StockRow, allocations: &[Allocation], ship: bool) {
+/// (saturating, like it); returns the event's time. THE rule for every fold of stock rows
+/// (stock levels, and search's live and bulk folds, which need the same numbers).
+pub(crate) fn fold_stock(row: &mut impl WarehouseUnits, event: &StockEvent) -> i64 {
+    fn release(row: &mut impl WarehouseUnits, allocations: &[Allocation], ship: bool) {
         for a in allocations {
-            let w = row.warehouse_mut(a.warehouse.as_str());
-            w.reserved = w.reserved.saturating_sub(a.quantity);
+            let (on_hand, reserved) = row.units_mut(a.warehouse.as_str());
+            *reserved = reserved.saturating_sub(a.quantity);
             if ship {
-                w.on_hand = w.on_hand.saturating_sub(a.quantity);
+                *on_hand = on_hand.saturating_sub(a.quantity);
             }
         }
     }
     match event {
         StockEvent::Received(e) => {
-            let w = row.warehouse_mut(e.warehouse.as_str());
-            w.on_hand = w.on_hand.saturating_add(e.quantity);
+            let (on_hand, _) = row.units_mut(e.warehouse.as_str());
+            *on_hand = on_hand.saturating_add(e.quantity);
             e.at.as_micros()
         }
         StockEvent::Adjusted(e) => {
-            row.warehouse_mut(e.warehouse.as_str()).on_hand = e.counted;
+            *row.units_mut(e.warehouse.as_str()).0 = e.counted;
             e.at.as_micros()
         }
         StockEvent::Transferred(e) => {
-            let from = row.warehouse_mut(e.from.as_str());
-            from.on_hand = from.on_hand.saturating_sub(e.quantity);
-            let to = row.warehouse_mut(e.to.as_str());
-            to.on_hand = to.on_hand.saturating_add(e.quantity);
+            let (from, _) = row.units_mut(e.from.as_str());
+            *from = from.saturating_sub(e.quantity);
+            let (to, _) = row.units_mut(e.to.as_str());
+            *to = to.saturating_add(e.quantity);
             e.at.as_micros()
         }
         StockEvent::Reserved(e) => {
             for a in &e.allocations {
-                let w = row.warehouse_mut(a.warehouse.as_str());
-                w.reserved = w.reserved.saturating_add(a.quantity);
+                let (_, reserved) = row.units_mut(a.warehouse.as_str());
+                *reserved = reserved.saturating_add(a.quantity);
             }
             e.at.as_micros()
         }
@@ -169,27 +184,8 @@ pub struct StockLevels {
     bulk: BulkSlot<StockFold>,
 }
 
-/// The rows touched by a fold: SKU → (row, warehouses the stored row had).
-#[derive(Default)]
-pub(crate) struct StockFold {
-    rows: FxHashMap<String, (StockRow, usize)>,
-    /// Estimated heap bytes of `rows`.
-    bytes: usize,
-}
-
-/// The estimated bytes one entry of a [`StockFold`] takes (key, row, warehouses).
-fn entry_bytes(row: &StockRow) -> usize {
-    // The map's slot, the key's and the row's SKU, and each warehouse with its name.
-    std::mem::size_of::<(String, (StockRow, usize))>()
-        + 8
-        + 2 * heap_bytes(&row.sku)
-        + row.warehouses.capacity() * std::mem::size_of::<WarehouseLevel>()
-        + row
-            .warehouses
-            .iter()
-            .map(|w| heap_bytes(&w.warehouse))
-            .sum::<usize>()
-}
+/// The rows touched by a fold (compact, see [`crate::stock_map`]).
+pub(crate) type StockFold = StockMap;
 
 impl RedbModel for StockLevels {
     const NAME: &'static str = "stock";
@@ -223,7 +219,7 @@ impl RedbModel for StockLevels {
     }
 
     fn fold_bytes(fold: &StockFold) -> usize {
-        fold.bytes
+        fold.bytes()
     }
 
     fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError> {
@@ -267,26 +263,12 @@ fn fold_events(
             continue;
         };
         let sku = stock_sku(&stock_event);
-        // Looked up by `&str` first: the key is allocated only for a row new to the fold.
-        let (row, _) = match fold.rows.get_mut(sku) {
-            Some(entry) => entry,
-            None => {
-                let row = load(sku)?.unwrap_or_else(|| StockRow {
-                    sku: sku.to_owned(),
-                    ..StockRow::default()
-                });
-                let warehouses = row.warehouses.len();
-                fold.bytes += entry_bytes(&row);
-                fold.rows.entry(sku.to_owned()).or_insert((row, warehouses))
-            }
-        };
-        let warehouses = row.warehouses.len();
-        fold_recorded_stock(row, &stock_event, event);
-        if row.warehouses.len() != warehouses {
-            // A new warehouse (rare): estimate the row again.
-            fold.bytes += row.warehouses.len().saturating_sub(warehouses)
-                * (std::mem::size_of::<WarehouseLevel>() + 32);
-        }
+        fold.fold(
+            sku,
+            &stock_event,
+            (event.version, event.position),
+            &mut load,
+        )?;
     }
     Ok(())
 }
@@ -296,18 +278,17 @@ fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError>
     let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give (a rebuild rewrites tens of thousands of rows per batch).
-    let mut touched: Vec<(String, (StockRow, usize))> = fold.rows.into_iter().collect();
-    touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut encoder = RowEncoder::default();
-    for (sku, (row, warehouses_before)) in &touched {
+    for (row, warehouses_before) in &fold.into_sorted_rows() {
+        let sku = row.sku.as_str();
         table
-            .insert(sku.as_str(), encoder.encode(row)?)
+            .insert(sku, encoder.encode(row)?)
             .map_err(storage_error)?;
         // Warehouses are never removed from a row: a new one shows up as a longer list.
         if row.warehouses.len() != *warehouses_before {
             for w in &row.warehouses {
                 warehouse_skus
-                    .insert((w.warehouse.as_str(), sku.as_str()), ())
+                    .insert((w.warehouse.as_str(), sku), ())
                     .map_err(storage_error)?;
             }
         }
