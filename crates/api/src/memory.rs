@@ -21,11 +21,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// 640 MiB: a node with 1M products and 10M events held ~1.1 GiB with its caches empty (right
-/// after a restart, BENCHMARKS.md "Large"); this leaves ~300 MiB of the 2 GiB for transient
-/// peaks (segment sealing, merges) and the allocator's slack: just enough at 10M events (peak
-/// 2,009 MiB). See the ADR.
-pub const DEFAULT_BUDGET_BYTES: u64 = 640 << 20;
+/// 576 MiB: a node with 1M products and 10M events holds 0.85–1.1 GiB with its caches empty
+/// (right after a restart) and its transients (sealing a log segment, merges) add ~150 MiB; at 640 MiB
+/// the peak while filling such a node sat at the 2 GiB line (2,009–2,058 MiB over four runs), at
+/// 576 MiB it was 1,860 MiB with PlaceOrder 1–8% slower (BENCHMARKS.md, "Stop 14"). See the ADR.
+pub const DEFAULT_BUDGET_BYTES: u64 = 576 << 20;
 
 /// The smallest budget accepted: below this the parts' floors (a tantivy writer thread needs
 /// 15 MB, for one) would exceed it anyway.
@@ -260,6 +260,6 @@ mod tests {
         for bad in ["", "GiB", "1.5GiB", "1 PiB", "-1G", "99999999999999999999G"] {
             assert!(matches!(parse(bad), Err(BudgetError::Syntax(_))), "{bad}");
         }
-        assert_eq!(MemoryBudget::default().to_string(), "640MiB");
+        assert_eq!(MemoryBudget::default().to_string(), "576MiB");
     }
 }
