@@ -22,9 +22,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// 576 MiB: a node with 1M products and 10M events holds 0.85–1.1 GiB with its caches empty
-/// (right after a restart) and its transients (sealing a log segment, merges) add ~150 MiB; at 640 MiB
-/// the peak while filling such a node sat at the 2 GiB line (2,009–2,058 MiB over four runs), at
-/// 576 MiB it was 1,860 MiB with PlaceOrder 1–8% slower (BENCHMARKS.md, "Stop 14"). See the ADR.
+/// (right after a restart) and its transients (sealing a log segment, merges) add ~150 MiB. At
+/// 640 MiB the peak while filling such a node sat at the 2 GiB line (2,009–2,058 MiB over four
+/// runs); at 576 MiB it was 1,860 MiB, PlaceOrder 1–8% slower (BENCHMARKS.md, "Stop 14"). See
+/// the ADR.
 pub const DEFAULT_BUDGET_BYTES: u64 = 576 << 20;
 
 /// The smallest budget accepted: below this the parts' floors (a tantivy writer thread needs
