@@ -240,6 +240,32 @@ impl Drop for ProjectionHandle {
     }
 }
 
+/// A handle on `projection` that does not follow the log: no thread, its position stays at the
+/// checkpoint, and read-your-writes waits past it end as `Stopped`. What offline commands hold
+/// for the projections they do not rebuild (`ProjectionSetConfig::follow`).
+pub fn held<P: Projection>(projection: &P) -> Result<ProjectionHandle, ProjectionError> {
+    let name = projection.name();
+    let start = projection.checkpoint()?;
+    // The sender is dropped: the position never moves.
+    let (_, position) = watch::channel(start);
+    let (shutdown, _) = watch::channel(true);
+    Ok(ProjectionHandle {
+        name,
+        position,
+        shared: Arc::new(Shared {
+            stats: Mutex::new(RunnerStats {
+                name: name.to_owned(),
+                position: start,
+                running: false,
+                ..RunnerStats::default()
+            }),
+            events_applied: AtomicU64::new(0),
+        }),
+        shutdown,
+        thread: Mutex::new(None),
+    })
+}
+
 /// Starts `projection` on its own thread, fed from `store` after its checkpoint.
 ///
 /// Must be called inside a tokio runtime: the thread drives the subscription with the caller's

@@ -97,6 +97,12 @@ pub struct ProjectionSetConfig {
     pub rebuild_runner: RunnerConfig,
     /// How often the lag gauges are refreshed.
     pub lag_interval: Duration,
+    /// Whether the current generations follow the log (a node). Offline commands (`projections
+    /// status`, `projections rebuild NAME`) open the set without: a status then shows what is
+    /// stored, and a rebuild of one projection does not catch the others up at the same time
+    /// (after `demo seed`, which leaves them behind, that tripled a search rebuild's time).
+    /// Rebuilt generations always follow.
+    pub follow: bool,
 }
 
 impl ProjectionSetConfig {
@@ -110,6 +116,7 @@ impl ProjectionSetConfig {
                 ..RunnerConfig::default()
             },
             lag_interval: Duration::from_secs(1),
+            follow: true,
         }
     }
 }
@@ -529,11 +536,12 @@ fn open_slot<M: ReadModel>(
     write_current(&dir, number)?;
     remove_other_generations(&dir, number)?;
     let model = Arc::new(model);
-    let handle = runner::spawn(
-        Arc::clone(store),
-        Feed(Arc::clone(&model)),
-        config.runner.clone(),
-    )?;
+    let feed = Feed(Arc::clone(&model));
+    let handle = if config.follow {
+        runner::spawn(Arc::clone(store), feed, config.runner.clone())?
+    } else {
+        runner::held(&feed)?
+    };
     Ok(Arc::new(Slot {
         name,
         current: RwLock::new(Arc::new(Generation {

@@ -16,7 +16,9 @@ use crate::cli::{ProjectionsCommand, RebuildArgs, StoreArgs};
 async fn open_set(store_args: &StoreArgs) -> anyhow::Result<(OpenStore, Arc<ProjectionSet>)> {
     let store = open_event_store_log_order(store_args).await?;
     let shared = store.shared();
-    let config = ProjectionSetConfig::new(&store_args.data_dir);
+    let mut config = ProjectionSetConfig::new(&store_args.data_dir);
+    // Offline: only what the command rebuilds runs (see `ProjectionSetConfig::follow`).
+    config.follow = false;
     let set =
         tokio::task::block_in_place(|| ProjectionSet::open(shared, config)).with_context(|| {
             format!(

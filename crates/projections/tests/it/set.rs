@@ -338,3 +338,50 @@ async fn rebuild_all_feeds_every_rebuild_from_one_read_and_hands_over_to_live_ru
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_that_does_not_follow_rebuilds_only_what_it_is_asked_to() {
+    with_embedded(|store| async move {
+        let mut world = World::new(Arc::clone(&store));
+        scenario(&mut world).await;
+        let head = store.head().await.unwrap();
+        assert!(head > 0);
+        let dir = tempfile::tempdir().unwrap();
+        // What an offline command opens: the current generations stay where they are stored.
+        let mut offline = config(dir.path());
+        offline.follow = false;
+        let set = ProjectionSet::open(Arc::clone(&store), offline).unwrap();
+        for s in set.status().await.unwrap() {
+            assert_eq!((s.generation, s.position, s.lag), (1, 0, head), "{s:?}");
+            assert!(!s.running, "{s:?}");
+        }
+
+        let rebuilds = set.rebuild_all(&[ProjectionName::Stock]);
+        for (name, rebuild) in &rebuilds {
+            let done = rebuild.wait().await;
+            assert_eq!(done.phase, RebuildPhase::Swapped, "{name}: {done:?}");
+        }
+        for s in set.status().await.unwrap() {
+            let expected = if s.name == ProjectionName::Stock {
+                (2, head)
+            } else {
+                (1, 0)
+            };
+            assert_eq!((s.generation, s.position), expected, "{s:?}");
+        }
+        set.close();
+        drop(set);
+
+        // Opened by a node, every projection follows the log again.
+        let set = ProjectionSet::open(Arc::clone(&store), config(dir.path())).unwrap();
+        set.wait_all(head, WAIT).await.unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        let stock: StockLevels = fold_all(&*store, &fresh.path().join("s"), 1000).await;
+        assert_eq!(
+            set.stock().current().model().all().unwrap(),
+            stock.all().unwrap()
+        );
+        set.close();
+    })
+    .await;
+}
