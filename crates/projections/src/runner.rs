@@ -172,6 +172,21 @@ struct Shared {
     events_applied: AtomicU64,
 }
 
+impl Shared {
+    /// The stats of a runner at `position`, before it applies anything.
+    fn starting(name: &str, position: Position, running: bool) -> Arc<Self> {
+        Arc::new(Shared {
+            stats: Mutex::new(RunnerStats {
+                name: name.to_owned(),
+                position,
+                running,
+                ..RunnerStats::default()
+            }),
+            events_applied: AtomicU64::new(0),
+        })
+    }
+}
+
 /// A running projection: its applied position, its stats, and a way to stop it.
 pub struct ProjectionHandle {
     name: &'static str,
@@ -252,15 +267,7 @@ pub fn held<P: Projection>(projection: &P) -> Result<ProjectionHandle, Projectio
     Ok(ProjectionHandle {
         name,
         position,
-        shared: Arc::new(Shared {
-            stats: Mutex::new(RunnerStats {
-                name: name.to_owned(),
-                position: start,
-                running: false,
-                ..RunnerStats::default()
-            }),
-            events_applied: AtomicU64::new(0),
-        }),
+        shared: Shared::starting(name, start, false),
         shutdown,
         thread: Mutex::new(None),
     })
@@ -292,15 +299,7 @@ pub fn spawn_fed<P: Projection>(
     let start = projection.checkpoint()?;
     let (position_tx, position_rx) = watch::channel(start);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        stats: Mutex::new(RunnerStats {
-            name: name.to_owned(),
-            position: start,
-            running: true,
-            ..RunnerStats::default()
-        }),
-        events_applied: AtomicU64::new(0),
-    });
+    let shared = Shared::starting(name, start, true);
     let runtime = tokio::runtime::Handle::current();
     let thread_shared = Arc::clone(&shared);
     let thread = std::thread::Builder::new()
