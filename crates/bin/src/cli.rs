@@ -109,7 +109,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
-    /// Each projection's position, lag, throughput and storage size.
+    /// Each projection's position, lag, throughput and storage size, as stored: nothing is
+    /// applied meanwhile (a server catches the projections up when it starts).
     #[command(after_help = "Examples:
   emporium projections status
   emporium projections status --json")]
