@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -84,18 +85,23 @@ impl FromStr for OrderId {
 }
 
 /// A string newtype that checks its syntax on construction and on deserialization.
+///
+/// The text is a [`CompactString`]: up to 24 bytes are held inline (every SKU, warehouse and
+/// customer id of a typical shop), so cloning one (the command path copies SKUs into stream
+/// names, states, events and answers) allocates nothing, and comparing or hashing one (the
+/// state cache and lock table are keyed by them) does not chase a pointer. It serializes as a
+/// plain string, so the stored events and the JSON are the same as with a `String`.
 macro_rules! checked_string {
     ($(#[$doc:meta])* $name:ident, $check:path) => {
         $(#[$doc])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(CompactString);
 
         impl $name {
             /// The value if `s` is valid.
             pub fn parse(s: &str) -> Result<Self, ViolationKind> {
                 $check(s)?;
-                Ok($name(s.to_owned()))
+                Ok($name(CompactString::from(s)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -108,13 +114,13 @@ macro_rules! checked_string {
 
             fn try_from(s: String) -> Result<Self, Self::Error> {
                 $check(&s)?;
-                Ok($name(s))
+                Ok($name(CompactString::from(s)))
             }
         }
 
         impl From<$name> for String {
             fn from(value: $name) -> String {
-                value.0
+                value.0.into_string()
             }
         }
 
@@ -137,7 +143,36 @@ macro_rules! checked_string {
                 f.write_str(&self.0)
             }
         }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(CheckedVisitor(stringify!($name), $name::parse))
+            }
+        }
     };
+}
+
+/// Deserializes a [`checked_string!`] type from any string form (borrowed, transient or owned)
+/// without an intermediate `String`; a value that fails the check is a custom error with the
+/// check's message, as `#[serde(try_from = "String")]` would give.
+struct CheckedVisitor<T>(&'static str, fn(&str) -> Result<T, ViolationKind>);
+
+impl<T> serde::de::Visitor<'_> for CheckedVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a string ({})", self.0)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
+        (self.1)(s).map_err(E::custom)
+    }
 }
 
 checked_string!(

@@ -258,6 +258,30 @@ fn decoding_rejects_unknown_types_trailing_bytes_and_invalid_values() {
     ));
 }
 
+#[test]
+fn checked_strings_encode_as_plain_strings_inline_or_not() {
+    // Up to 24 bytes a SKU is held inline, longer ones on the heap: both are written exactly
+    // as a `String` would be, in postcard and in JSON, and read back equal.
+    for text in ["HP-1", &"S".repeat(24), &"L".repeat(25), &"x".repeat(64)] {
+        let value = sku(text);
+        let bytes = postcard::to_allocvec(&value).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(text).unwrap());
+        assert_eq!(postcard::from_bytes::<Sku>(&bytes).unwrap(), value);
+        let json = serde_json::to_string(&value).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<Sku>(&json).unwrap(), value);
+        assert_eq!(String::from(value), text);
+    }
+    // An escaped JSON string is checked after unescaping; a bad one names the rule it broke.
+    assert_eq!(
+        serde_json::from_str::<Sku>(r#""HP\u002d1""#).unwrap(),
+        sku("HP-1")
+    );
+    let error = serde_json::from_str::<Sku>(r#""HP 1""#).unwrap_err();
+    assert!(error.to_string().contains("not a SKU"), "{error}");
+    assert!(serde_json::from_str::<Sku>("12").is_err());
+}
+
 // --- the upcaster seam ----------------------------------------------------------------------------
 
 /// A hypothetical earlier version of `ProductCreated`, before tags and attributes.
