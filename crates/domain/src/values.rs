@@ -152,7 +152,7 @@ macro_rules! checked_string {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                deserializer.deserialize_str(CheckedVisitor(stringify!($name), $name::parse))
+                deserializer.deserialize_str(CheckedVisitor($name::parse))
             }
         }
     };
@@ -161,17 +161,17 @@ macro_rules! checked_string {
 /// Deserializes a [`checked_string!`] type from any string form (borrowed, transient or owned)
 /// without an intermediate `String`; a value that fails the check is a custom error with the
 /// check's message, as `#[serde(try_from = "String")]` would give.
-struct CheckedVisitor<T>(&'static str, fn(&str) -> Result<T, ViolationKind>);
+struct CheckedVisitor<T>(fn(&str) -> Result<T, ViolationKind>);
 
 impl<T> serde::de::Visitor<'_> for CheckedVisitor<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "a string ({})", self.0)
+        f.write_str("a string")
     }
 
     fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<T, E> {
-        (self.1)(s).map_err(E::custom)
+        (self.0)(s).map_err(E::custom)
     }
 }
 

@@ -279,7 +279,14 @@ fn checked_strings_encode_as_plain_strings_inline_or_not() {
     );
     let error = serde_json::from_str::<Sku>(r#""HP 1""#).unwrap_err();
     assert!(error.to_string().contains("not a SKU"), "{error}");
-    assert!(serde_json::from_str::<Sku>("12").is_err());
+    // A value of another type is refused with serde's usual words (no type name leaks).
+    let error = serde_json::from_str::<Sku>("12").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid type: integer `12`, expected a string"),
+        "{error}"
+    );
 }
 
 // --- the upcaster seam ----------------------------------------------------------------------------
