@@ -409,11 +409,18 @@ impl Source for Inner {
             scan_events_max(filter, limit),
         );
         let head = plan.head;
+        // Every event up to the head matches the default filter: that many come back (at most
+        // `limit`). A narrower filter's share is unknown: let the vector grow.
+        let expected = if filter == &ReadFilter::default() {
+            usize::try_from(head.saturating_sub(after)).unwrap_or(limit)
+        } else {
+            0
+        };
         let (events, scanned_to) = if plan.needs_disk() {
             let filter = filter.clone();
-            blocking(move || read::decode_log(plan.frames, after, &filter, limit)).await?
+            blocking(move || read::decode_log(plan.frames, after, &filter, limit, expected)).await?
         } else {
-            read::decode_log(plan.frames, after, filter, limit)?
+            read::decode_log(plan.frames, after, filter, limit, expected)?
         };
         Ok(Scan {
             events,
