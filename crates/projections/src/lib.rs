@@ -23,8 +23,8 @@ pub mod storage;
 pub use catalog::{Catalog, ListProducts, ListSort, ProductRow};
 pub use model::{Feed, ModelConfig, PAGE_LIMIT_MAX, Page, ReadError, ReadModel};
 pub use orders::{
-    AllocationRow, AllocationState, ExpiredOrder, HistoryEntry, OrderLineRow, OrderRow, Orders,
-    ShipmentRow,
+    AllocationRow, AllocationState, ExpiredOrder, HistoryEntry, HistoryEvent, OrderLineRow,
+    OrderRow, Orders, ShipmentRow,
 };
 pub use product_search::ProductSearch;
 pub use set::{

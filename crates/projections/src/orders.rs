@@ -38,8 +38,8 @@ const OPEN_BY_EXPIRY: TableDefinition<(i64, u128), ()> =
     TableDefinition::new("open_orders_by_expiry");
 const PENDING_ALLOCATIONS: TableDefinition<u128, &[u8]> =
     TableDefinition::new("pending_allocations");
-// 2: `OrderRow::shipment`.
-const SCHEMA: u64 = 2;
+// 2: `OrderRow::shipment`. 3: `HistoryEntry::event` is a `HistoryEvent`, not a string.
+const SCHEMA: u64 = 3;
 
 /// The most history entries kept per order (the first, and the latest ones).
 pub const ORDER_HISTORY_MAX: usize = 256;
@@ -87,12 +87,43 @@ pub struct AllocationRow {
     pub state: AllocationState,
 }
 
+/// Which event of the order's life a history entry records. Stored as its index (one byte),
+/// not its name: a rebuild writes millions of entries, and a name was a heap string each.
+///
+/// In JSON (a read model dumped by tools and tests) it is the API's name, `snake_case`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryEvent {
+    Placed,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentFailed,
+    Cancelled,
+    Expired,
+    Shipped,
+    Refunded,
+}
+
+impl HistoryEvent {
+    /// The name the API shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryEvent::Placed => "placed",
+            HistoryEvent::PaymentAuthorized => "payment_authorized",
+            HistoryEvent::PaymentCaptured => "payment_captured",
+            HistoryEvent::PaymentFailed => "payment_failed",
+            HistoryEvent::Cancelled => "cancelled",
+            HistoryEvent::Expired => "expired",
+            HistoryEvent::Shipped => "shipped",
+            HistoryEvent::Refunded => "refunded",
+        }
+    }
+}
+
 /// One event of the order's life.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
-    /// `placed`, `payment_authorized`, `payment_captured`, `payment_failed`, `cancelled`,
-    /// `expired`, `shipped`, `refunded`.
-    pub event: String,
+    pub event: HistoryEvent,
     /// The status after the event.
     pub status: OrderStatus,
     pub at_micros: i64,
@@ -204,11 +235,6 @@ impl Touched {
                 + row.lines.iter().map(|l| heap_bytes(&l.sku)).sum::<usize>()
                 + allocations(&row.allocations, row.allocations.capacity())
                 + row.history.capacity() * std::mem::size_of::<HistoryEntry>()
-                + row
-                    .history
-                    .iter()
-                    .map(|h| heap_bytes(&h.event))
-                    .sum::<usize>()
                 + row
                     .shipment
                     .as_ref()
@@ -323,7 +349,7 @@ impl OrderFold {
     /// Nothing is taken off for what an event removes (a released reservation): the total
     /// only decides when a rebuild spills, and too high a figure merely spills earlier.
     fn growth_bytes(&self) -> usize {
-        const HISTORY: usize = 2 * std::mem::size_of::<HistoryEntry>() + 32;
+        const HISTORY: usize = 2 * std::mem::size_of::<HistoryEntry>();
         fn allocations(allocations: &[Allocation], sku: &str) -> usize {
             allocations
                 .iter()
@@ -522,32 +548,32 @@ fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEven
         return;
     };
     let (label, at) = match event {
-        OrderEvent::Placed(e) => ("placed", e.at),
+        OrderEvent::Placed(e) => (HistoryEvent::Placed, e.at),
         OrderEvent::PaymentAuthorized(e) => {
             row.status = OrderStatus::Authorized;
             row.authorized_minor = e.amount.amount_minor;
-            ("payment_authorized", e.at)
+            (HistoryEvent::PaymentAuthorized, e.at)
         }
         OrderEvent::PaymentCaptured(e) => {
             row.status = OrderStatus::Paid;
             row.authorized_minor = 0;
             row.captured_minor = row.captured_minor.saturating_add(e.amount.amount_minor);
-            ("payment_captured", e.at)
+            (HistoryEvent::PaymentCaptured, e.at)
         }
         OrderEvent::PaymentFailed(e) => {
             row.status = OrderStatus::Placed;
             row.authorized_minor = 0;
             row.payment_failures = row.payment_failures.saturating_add(1);
-            ("payment_failed", e.at)
+            (HistoryEvent::PaymentFailed, e.at)
         }
         OrderEvent::Cancelled(e) => {
             row.status = OrderStatus::Cancelled;
             row.authorized_minor = 0;
-            ("cancelled", e.at)
+            (HistoryEvent::Cancelled, e.at)
         }
         OrderEvent::Expired(e) => {
             row.status = OrderStatus::Expired;
-            ("expired", e.at)
+            (HistoryEvent::Expired, e.at)
         }
         OrderEvent::Shipped(e) => {
             row.status = OrderStatus::Shipped;
@@ -556,11 +582,11 @@ fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEven
                 tracking: e.tracking.clone(),
                 shipped_at_micros: e.at.as_micros(),
             });
-            ("shipped", e.at)
+            (HistoryEvent::Shipped, e.at)
         }
         OrderEvent::Refunded(e) => {
             row.refunded_minor = row.refunded_minor.saturating_add(e.amount.amount_minor);
-            ("refunded", e.at)
+            (HistoryEvent::Refunded, e.at)
         }
     };
     row.updated_at_micros = at.as_micros();
@@ -570,7 +596,7 @@ fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEven
         row.history.remove(1);
     }
     row.history.push(HistoryEntry {
-        event: label.to_owned(),
+        event: label,
         status: row.status,
         at_micros: at.as_micros(),
         position: recorded.position,

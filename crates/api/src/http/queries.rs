@@ -379,7 +379,7 @@ pub struct HistoryBody {
 impl From<HistoryEntry> for HistoryBody {
     fn from(h: HistoryEntry) -> Self {
         HistoryBody {
-            event: h.event,
+            event: h.event.as_str().to_owned(),
             status: h.status.as_str().to_owned(),
             at: Micros(h.at_micros),
             position: h.position,

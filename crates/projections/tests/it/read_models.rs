@@ -330,3 +330,26 @@ async fn a_reopened_model_keeps_its_state_and_checkpoint() {
     })
     .await;
 }
+
+#[test]
+fn history_events_are_named_the_same_in_json_and_in_the_api() {
+    use emporium_projections::HistoryEvent::*;
+    for event in [
+        Placed,
+        PaymentAuthorized,
+        PaymentCaptured,
+        PaymentFailed,
+        Cancelled,
+        Expired,
+        Shipped,
+        Refunded,
+    ] {
+        assert_eq!(serde_json::to_value(event).unwrap(), event.as_str());
+        let stored = postcard::to_allocvec(&event).unwrap();
+        assert_eq!(stored.len(), 1, "{event:?} is stored as one byte");
+        assert_eq!(
+            postcard::from_bytes::<emporium_projections::HistoryEvent>(&stored).unwrap(),
+            event
+        );
+    }
+}
