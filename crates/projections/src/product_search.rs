@@ -187,7 +187,7 @@ impl ReadModel for ProductSearch {
         // with the same checkpoint, durably: the swap follows.
         let loaded = self
             .index
-            .load_fresh(&docs)
+            .load_fresh(docs.iter().map(|doc| &**doc))
             .and_then(|()| self.index.commit(position));
         if let Err(error) = loaded {
             if let Err(error) = self.index.rollback() {

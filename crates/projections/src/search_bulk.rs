@@ -32,8 +32,10 @@ use crate::storage::{decode_event, is_product_stream, is_stock_stream};
 pub(crate) struct SearchBulk {
     /// The stock of every SKU a stock event named (the rows the live fold writes).
     pub(crate) stock: StockMap,
-    /// The document of every product created; `None`: not in the index (discontinued).
-    pub(crate) docs: HashMap<String, Option<ProductDoc>>,
+    /// The document of every product created; `None`: not in the index (discontinued). Boxed:
+    /// a document is a few hundred bytes and the map grows to every product of the catalog, so
+    /// unboxed each doubling of the table, and the sort by SKU at the end, moved them all.
+    pub(crate) docs: HashMap<String, Option<Box<ProductDoc>>>,
     /// The position of the last event folded.
     pub(crate) position: Position,
 }
@@ -81,16 +83,16 @@ impl SearchBulk {
                 let doc = created_doc(&e, 0);
                 // A refused document is not written: whatever the index held stays.
                 if accepted(&doc, recorded, search_error)? {
-                    self.docs.insert(doc.sku.clone(), Some(doc));
+                    self.docs.insert(doc.sku.clone(), Some(Box::new(doc)));
                 }
             }
             ProductEvent::DetailsUpdated(e) => {
                 // A discontinued (or never indexed) product stays out.
                 if let Some(Some(doc)) = self.docs.get_mut(e.sku.as_str()) {
-                    let mut updated = doc.clone();
+                    let mut updated = ProductDoc::clone(doc);
                     apply_details(&mut updated, &e);
                     if accepted(&updated, recorded, search_error)? {
-                        *doc = updated;
+                        **doc = updated;
                     }
                 }
             }
@@ -114,9 +116,11 @@ impl SearchBulk {
 
     /// The documents to index, in SKU order (a deterministic index), each with the units
     /// available now, and the stock rows to store.
-    pub(crate) fn into_documents(self) -> (Vec<ProductDoc>, StockMap) {
+    // Boxes on purpose: the sort below moves pointers, not documents.
+    #[allow(clippy::vec_box)]
+    pub(crate) fn into_documents(self) -> (Vec<Box<ProductDoc>>, StockMap) {
         let SearchBulk { stock, docs, .. } = self;
-        let mut docs: Vec<ProductDoc> = docs.into_values().flatten().collect();
+        let mut docs: Vec<Box<ProductDoc>> = docs.into_values().flatten().collect();
         docs.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
         for doc in &mut docs {
             let available = stock.get(&doc.sku).map_or(0, CompactRow::available);
