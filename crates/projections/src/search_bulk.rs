@@ -116,8 +116,10 @@ impl SearchBulk {
 
     /// The documents to index, in SKU order (a deterministic index), each with the units
     /// available now, and the stock rows to store.
-    // Boxes on purpose: the sort below moves pointers, not documents.
-    #[allow(clippy::vec_box)]
+    #[allow(
+        clippy::vec_box,
+        reason = "boxes on purpose: the sort below moves pointers, not documents"
+    )]
     pub(crate) fn into_documents(self) -> (Vec<Box<ProductDoc>>, StockMap) {
         let SearchBulk { stock, docs, .. } = self;
         let mut docs: Vec<Box<ProductDoc>> = docs.into_values().flatten().collect();
