@@ -6,6 +6,7 @@
 //! - [`set`]: the four projections of a data directory, with status and rebuild-and-swap.
 //! - [`storage`]: what the redb models share (one transaction per batch, checkpoint inside).
 //! - `search_bulk`: the search projection's rebuild, folded in memory and indexed once.
+//! - `write_behind`: the stock rows of live batches, held in memory and written once a second.
 
 pub mod catalog;
 pub mod fanout;
@@ -19,6 +20,7 @@ pub mod set;
 pub mod stock_levels;
 mod stock_map;
 pub mod storage;
+mod write_behind;
 
 pub use catalog::{Catalog, ListProducts, ListSort, ProductRow};
 pub use model::{Feed, ModelConfig, PAGE_LIMIT_MAX, Page, ReadError, ReadModel};

@@ -37,14 +37,18 @@ pub trait ReadModel: Send + Sync + Sized + 'static {
     /// Opens (or creates) the model in `dir`.
     fn open(dir: &Path, config: &ModelConfig) -> Result<Self, ProjectionError>;
 
-    /// The position of the last event folded into the stored state (0: nothing yet).
+    /// The position of the last event folded in (0: nothing yet): into the stored state, or
+    /// into the rows a model holds in memory between writes (`crate::write_behind`). The runner
+    /// resumes after it.
     fn checkpoint(&self) -> Result<Position, ProjectionError>;
 
     /// Folds `events` (position order, all after the checkpoint) and stores the new state with
-    /// the checkpoint `events.last().position` in one transaction.
+    /// the checkpoint `events.last().position` in one transaction, or holds it in memory to be
+    /// stored so later (write-behind). Readers see it as soon as this returns. On an error
+    /// nothing of the batch is kept.
     fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError>;
 
-    /// Makes everything applied so far durable.
+    /// Stores what is held in memory and makes everything applied so far durable.
     fn flush(&self) -> Result<(), ProjectionError>;
 
     /// The bytes the model takes on disk.

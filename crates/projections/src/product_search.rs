@@ -13,11 +13,17 @@
 //! resumes. The index commits first: a crash between the two commits leaves the index ahead,
 //! and replaying from the stock table's checkpoint rewrites the same values.
 //!
+//! The stock table's rows are written behind (`crate::write_behind`): a live batch's rows are
+//! held in memory and written with their checkpoint at most once a second. So the table's
+//! checkpoint may trail the index by that much; that is the "index ahead" case above, and a
+//! crash replays from the table's checkpoint.
+//!
 //! A batch that changes nothing in the index (stock moves that leave every product on the same
 //! side of "in stock", the usual case under order traffic) does not commit the index: a tantivy
 //! commit writes and syncs its metadata and reloads the searchers, for nothing. The redb
 //! transaction then records, in `search_meta`, the position of the last batch that did write
-//! to the index (`index_required`): an index whose checkpoint is at least that has every write
+//! to the index (`index_required`, held with the rows until they are written): an index whose
+//! checkpoint is at least that has every write
 //! the table's checkpoint implies. An index *behind* it (its files lost or replaced) cannot be
 //! repaired by replay, so at open both start over from position 0.
 //!
@@ -40,12 +46,14 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use compact_str::CompactString;
 
 use emporium_domain::product::{ProductCreated, ProductDetailsUpdated};
 use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::TableDefinition;
 
 use parking_lot::Mutex;
 
@@ -60,6 +68,7 @@ use crate::storage::{
     ModelDb, decode_event, decode_row, dir_size_bytes, encode_row, is_product_stream,
     is_stock_stream, storage_error,
 };
+use crate::write_behind::{HeldRows, WriteBehind};
 
 const SEARCH_STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("search_stock");
 /// `index_required`: the position of the last batch that wrote to the index.
@@ -82,6 +91,11 @@ pub struct ProductSearch {
     resync: AtomicBool,
     /// A rebuild's fold in memory (see [`crate::search_bulk`]); `None`: live.
     bulk: Mutex<Option<SearchBulk>>,
+    /// The stock rows of live batches not written to `search_stock` yet.
+    held: WriteBehind<StockRow>,
+    /// The position of the last held batch that wrote to the index (0: none): the
+    /// `index_required` to store with the held rows.
+    held_index_required: AtomicU64,
 }
 
 impl ReadModel for ProductSearch {
@@ -98,10 +112,12 @@ impl ReadModel for ProductSearch {
             })?;
             Ok(ProductSearch {
                 index,
+                held: WriteBehind::new(db.write_behind()),
                 db,
                 dir: dir.to_owned(),
                 resync: AtomicBool::new(true),
                 bulk: Mutex::new(None),
+                held_index_required: AtomicU64::new(0),
             })
         };
         let model = open()?;
@@ -122,29 +138,22 @@ impl ReadModel for ProductSearch {
         open()
     }
 
+    /// The held rows' position, else the table's (see the module docs).
     fn checkpoint(&self) -> Result<Position, ProjectionError> {
-        self.db.checkpoint()
+        match self.held.position() {
+            Some(position) => Ok(position),
+            None => self.db.checkpoint(),
+        }
     }
 
     fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(());
-        };
+        }
         if let Some(bulk) = self.bulk.lock().as_mut() {
             return bulk.fold(events, search_error);
         }
-        let result = self.db.write_batch(last.position, |txn| {
-            self.apply_batch(txn, events)?;
-            if self.index.pending_writes() == 0 {
-                return Ok(());
-            }
-            self.index.commit(last.position).map_err(search_error)?;
-            txn.open_table(SEARCH_META)
-                .map_err(storage_error)?
-                .insert(INDEX_REQUIRED, last.position)
-                .map_err(storage_error)?;
-            Ok(())
-        });
+        let result = self.apply_live(events);
         self.resync.store(result.is_err(), Ordering::Relaxed);
         if result.is_err() {
             // Drop the batch's index writes too: the runner retries it from the checkpoint.
@@ -156,6 +165,7 @@ impl ReadModel for ProductSearch {
     }
 
     fn flush(&self) -> Result<(), ProjectionError> {
+        self.write_held()?;
         self.db.flush()
     }
 
@@ -165,7 +175,8 @@ impl ReadModel for ProductSearch {
 
     /// Only an empty model (a rebuild's fresh generation) folds in bulk.
     fn begin_bulk(&self) -> bool {
-        let empty = self.db.checkpoint().is_ok_and(|c| c == 0)
+        let empty = self.held.position().is_none()
+            && self.db.checkpoint().is_ok_and(|c| c == 0)
             && self.index.num_docs() == 0
             && self.index.pending_writes() == 0;
         if empty {
@@ -225,20 +236,25 @@ struct BatchStock {
     indexed_in_stock: bool,
 }
 
-/// The stock of `sku` in the batch's map, read from the table the first time.
+/// The stock of `sku` in the batch's map, read the first time from the held rows, else from
+/// the table.
 fn load_stock<'m>(
-    table: &redb::Table<&str, &[u8]>,
+    held: &HeldRows<'_, StockRow>,
+    table: &redb::ReadOnlyTable<&str, &[u8]>,
     stock: &'m mut HashMap<String, BatchStock>,
     sku: &str,
 ) -> Result<&'m mut BatchStock, ProjectionError> {
     match stock.entry(sku.to_owned()) {
         Entry::Occupied(entry) => Ok(entry.into_mut()),
         Entry::Vacant(entry) => {
-            let row: StockRow = match table.get(sku).map_err(storage_error)? {
-                Some(v) => decode_row(v.value())?,
-                None => StockRow {
-                    sku: sku.to_owned(),
-                    ..StockRow::default()
+            let row: StockRow = match held.get(sku) {
+                Some(row) => row.clone(),
+                None => match table.get(sku).map_err(storage_error)? {
+                    Some(v) => decode_row(v.value())?,
+                    None => StockRow {
+                        sku: sku.to_owned(),
+                        ..StockRow::default()
+                    },
                 },
             };
             let indexed_in_stock = row.available() > 0;
@@ -281,12 +297,68 @@ pub(crate) fn apply_details(doc: &mut ProductDoc, e: &ProductDetailsUpdated) {
 }
 
 impl ProductSearch {
+    /// A live batch: folded apart from the held rows, written to the index (one commit if it
+    /// changed anything), then its stock rows absorbed by the held ones, which are written to
+    /// the table when due.
+    fn apply_live(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let changed = {
+            let held = self.held.read();
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
+            self.apply_batch(&held, &table, events)?
+        };
+        if self.index.pending_writes() > 0 {
+            self.index.commit(last.position).map_err(search_error)?;
+            self.held_index_required
+                .store(last.position, Ordering::Relaxed);
+        }
+        self.held.absorb(
+            changed
+                .into_iter()
+                .map(|row| (CompactString::from(row.sku.as_str()), row)),
+            last.position,
+            |held, new| *held = new,
+        );
+        if self.held.due() {
+            self.write_held()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held stock rows to the table with their checkpoint (and `index_required`).
+    fn write_held(&self) -> Result<(), ProjectionError> {
+        let index_required = self.held_index_required.load(Ordering::Relaxed);
+        self.held
+            .write_out(|position, rows| {
+                self.db.write_batch(position, |txn| {
+                    let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
+                    for (sku, row) in rows {
+                        table
+                            .insert(*sku, encode_row(*row)?.as_slice())
+                            .map_err(storage_error)?;
+                    }
+                    if index_required > 0 {
+                        txn.open_table(SEARCH_META)
+                            .map_err(storage_error)?
+                            .insert(INDEX_REQUIRED, index_required)
+                            .map_err(storage_error)?;
+                    }
+                    Ok(())
+                })
+            })
+            .map(drop)
+    }
+
+    /// Folds a batch into the index (not committed) and returns the stock rows it changed.
     fn apply_batch(
         &self,
-        txn: &WriteTransaction,
+        held: &HeldRows<'_, StockRow>,
+        table: &redb::ReadOnlyTable<&str, &[u8]>,
         events: &[RecordedEvent],
-    ) -> Result<(), ProjectionError> {
-        let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
+    ) -> Result<Vec<StockRow>, ProjectionError> {
         let mut stock: HashMap<String, BatchStock> = HashMap::new();
         let resync = self.resync.load(Ordering::Relaxed);
         for event in events {
@@ -295,7 +367,7 @@ impl ProductSearch {
                     continue;
                 };
                 let sku = stock_sku(&stock_event);
-                let entry = load_stock(&table, &mut stock, sku)?;
+                let entry = load_stock(held, table, &mut stock, sku)?;
                 let row = &mut entry.row;
                 fold_recorded_stock(row, &stock_event, event);
                 entry.changed = true;
@@ -305,7 +377,7 @@ impl ProductSearch {
                 };
                 match &product_event {
                     ProductEvent::Created(e) => {
-                        let entry = load_stock(&table, &mut stock, e.sku.as_str())?;
+                        let entry = load_stock(held, table, &mut stock, e.sku.as_str())?;
                         let available = entry.row.available();
                         entry.indexed_in_stock = available > 0;
                         let doc = created_doc(e, clamp_available(available));
@@ -337,34 +409,32 @@ impl ProductSearch {
                 }
             }
         }
-        // In key order: consecutive inserts land on the same B-tree pages.
-        let mut stock: Vec<(String, BatchStock)> = stock.into_iter().collect();
-        stock.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (sku, entry) in &stock {
+        let mut changed = Vec::with_capacity(stock.len());
+        for (sku, entry) in stock {
             if !entry.changed {
                 continue;
             }
-            table
-                .insert(sku.as_str(), encode_row(&entry.row)?.as_slice())
-                .map_err(storage_error)?;
             let available = entry.row.available();
             let indexed_in_stock = if resync {
-                match self.index.get(sku).map_err(search_error)? {
-                    Some(doc) => doc.available > 0,
-                    None => continue, // not indexed
-                }
-            } else {
-                entry.indexed_in_stock
-            };
-            if (available > 0) != indexed_in_stock {
-                // `false`: not indexed (no product yet, or discontinued); its stock is kept for
-                // when the product is created.
+                // `None`: not indexed, nothing to correct.
                 self.index
-                    .set_available(sku, clamp_available(available))
+                    .get(&sku)
+                    .map_err(search_error)?
+                    .map(|doc| doc.available > 0)
+            } else {
+                Some(entry.indexed_in_stock)
+            };
+            if indexed_in_stock.is_some_and(|indexed| (available > 0) != indexed) {
+                // Without resync, `false` may be a SKU not indexed (no product yet, or
+                // discontinued): `set_available` leaves it out; its stock is kept for when the
+                // product is created.
+                self.index
+                    .set_available(&sku, clamp_available(available))
                     .map_err(search_error)?;
             }
+            changed.push(entry.row);
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Upserts a document; one the index refuses (the index's limits are not the domain's) is
@@ -430,21 +500,29 @@ impl ProductSearch {
             .map_or(0, |v| v.value()))
     }
 
-    fn stock_reader(&self) -> Result<StockReader, ProjectionError> {
+    /// The held stock rows, then the table in a snapshot begun after taking them (see
+    /// `crate::write_behind`).
+    fn stock_reader(&self) -> Result<StockReader<'_>, ProjectionError> {
+        let held = self.held.read();
         let txn = self.db.begin_read()?;
         Ok(StockReader {
+            held,
             table: txn.open_table(SEARCH_STOCK).map_err(storage_error)?,
         })
     }
 }
 
-/// The `search_stock` table in one read transaction.
-struct StockReader {
+/// The stock the search projection has folded: its held rows over `search_stock`.
+struct StockReader<'a> {
+    held: HeldRows<'a, StockRow>,
     table: redb::ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
-impl StockReader {
+impl StockReader<'_> {
     fn available(&self, sku: &str) -> Result<Option<u64>, ProjectionError> {
+        if let Some(row) = self.held.get(sku) {
+            return Ok(Some(row.available()));
+        }
         Ok(self
             .table
             .get(sku)

@@ -5,7 +5,12 @@
 //!
 //! - `stock_levels`: SKU → [`StockRow`] (postcard; warehouses in id order).
 //! - `warehouse_skus`: `(warehouse, sku)` → `()`, the SKUs a warehouse has ever held.
+//!
+//! Live batches are held in memory and written at most once a second (`crate::write_behind`),
+//! except a batch that gives a SKU a new warehouse, which is written at once so that
+//! `warehouse_skus` lists it. Every read looks at the held rows first.
 
+use compact_str::CompactString;
 use emporium_domain::{Allocation, Event, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -18,6 +23,7 @@ use crate::storage::{
     BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, get_row,
     is_stock_stream, storage_error,
 };
+use crate::write_behind::WriteBehind;
 
 const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
 const WAREHOUSE_SKUS: TableDefinition<(&str, &str), ()> = TableDefinition::new("warehouse_skus");
@@ -182,6 +188,14 @@ pub(crate) fn stock_sku(event: &StockEvent) -> &str {
 pub struct StockLevels {
     db: ModelDb,
     bulk: BulkSlot<StockFold>,
+    held: WriteBehind<HeldRow>,
+}
+
+/// A row of a live batch not written yet, with how many warehouses its stored version has.
+#[derive(Clone, Debug)]
+struct HeldRow {
+    row: StockRow,
+    warehouses_stored: usize,
 }
 
 /// The rows touched by a fold (compact, see [`crate::stock_map`]).
@@ -223,11 +237,13 @@ impl RedbModel for StockLevels {
     }
 
     fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError> {
-        write(txn, fold)
+        let rows = fold.into_sorted_rows();
+        write(txn, rows.iter().map(|(row, before)| (row, *before)))
     }
 
     fn from_db(db: ModelDb) -> Self {
         StockLevels {
+            held: WriteBehind::new(db.write_behind()),
             db,
             bulk: BulkSlot::default(),
         }
@@ -239,6 +255,59 @@ impl RedbModel for StockLevels {
 
     fn bulk(&self) -> &BulkSlot<StockFold> {
         &self.bulk
+    }
+
+    /// Folds the batch apart from the held rows (reading them first, then the table), then
+    /// absorbs it whole: a batch that fails leaves the held rows as they were.
+    fn apply_live(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut fold = StockFold::default();
+        {
+            let held = self.held.read();
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(STOCK).map_err(storage_error)?;
+            fold_events(&mut fold, events, |sku| match held.get(sku) {
+                Some(h) => Ok(Some(h.row.clone())),
+                None => stored_row(&table, sku),
+            })?;
+        }
+        let rows = fold.into_sorted_rows();
+        // `before` is the warehouses of the row the batch started from (held or stored).
+        let new_warehouse = rows
+            .iter()
+            .any(|(row, before)| row.warehouses.len() != *before);
+        self.held.absorb(
+            rows.into_iter().map(|(row, before)| {
+                let key = CompactString::from(row.sku.as_str());
+                let held = HeldRow {
+                    row,
+                    warehouses_stored: before,
+                };
+                (key, held)
+            }),
+            last.position,
+            |held, new| held.row = new.row,
+        );
+        if new_warehouse || self.held.due() {
+            self.write_held()?;
+        }
+        Ok(())
+    }
+
+    fn held_position(&self) -> Option<Position> {
+        self.held.position()
+    }
+
+    fn write_held(&self) -> Result<(), ProjectionError> {
+        self.held
+            .write_out(|position, rows| {
+                self.db.write_batch(position, |txn| {
+                    write(txn, rows.iter().map(|(_, h)| (&h.row, h.warehouses_stored)))
+                })
+            })
+            .map(drop)
     }
 }
 
@@ -273,19 +342,23 @@ fn fold_events(
     Ok(())
 }
 
-fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError> {
+/// Writes `rows`, each with the number of warehouses its stored version has, in SKU order
+/// (consecutive inserts land on the same B-tree pages, which a hash map's order does not give:
+/// a rebuild rewrites tens of thousands of rows per batch).
+fn write<'r>(
+    txn: &WriteTransaction,
+    rows: impl Iterator<Item = (&'r StockRow, usize)>,
+) -> Result<(), ProjectionError> {
     let mut table = txn.open_table(STOCK).map_err(storage_error)?;
     let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
-    // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
-    // map's order does not give (a rebuild rewrites tens of thousands of rows per batch).
     let mut encoder = RowEncoder::default();
-    for (row, warehouses_before) in &fold.into_sorted_rows() {
+    for (row, warehouses_before) in rows {
         let sku = row.sku.as_str();
         table
             .insert(sku, encoder.encode(row)?)
             .map_err(storage_error)?;
         // Warehouses are never removed from a row: a new one shows up as a longer list.
-        if row.warehouses.len() != *warehouses_before {
+        if row.warehouses.len() != warehouses_before {
             for w in &row.warehouses {
                 warehouse_skus
                     .insert((w.warehouse.as_str(), sku), ())
@@ -299,6 +372,11 @@ fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError>
 impl StockLevels {
     /// The stock of one SKU; `None` if no stock event ever named it.
     pub fn sku(&self, sku: &str) -> Result<Option<StockRow>, ProjectionError> {
+        // The held rows first, then a snapshot begun after taking them (`crate::write_behind`).
+        let held = self.held.read();
+        if let Some(h) = held.get(sku) {
+            return Ok(Some(h.row.clone()));
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STOCK).map_err(storage_error)?;
         get_row(&table, sku)
@@ -306,13 +384,18 @@ impl StockLevels {
 
     /// Every row in SKU order (for `verify` and tests: loads everything).
     pub fn all(&self) -> Result<Vec<StockRow>, ProjectionError> {
+        let held = self.held.read();
         let txn = self.db.begin_read()?;
         let table = txn.open_table(STOCK).map_err(storage_error)?;
         let mut rows = Vec::new();
         for entry in table.iter().map_err(storage_error)? {
-            let (_, v) = entry.map_err(storage_error)?;
-            rows.push(decode_row(v.value())?);
+            let (k, v) = entry.map_err(storage_error)?;
+            if held.get(k.value()).is_none() {
+                rows.push(decode_row(v.value())?);
+            }
         }
+        rows.extend(held.iter().map(|(_, h)| h.row.clone()));
+        rows.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
         Ok(rows)
     }
 
@@ -324,6 +407,8 @@ impl StockLevels {
         limit: usize,
     ) -> Result<Vec<(String, WarehouseLevel)>, ProjectionError> {
         let limit = limit.clamp(1, PAGE_LIMIT_MAX);
+        // Every (warehouse, SKU) pair is stored: a batch that adds one is written at once.
+        let held = self.held.read();
         let txn = self.db.begin_read()?;
         let index = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
         let table = txn.open_table(STOCK).map_err(storage_error)?;
@@ -341,10 +426,13 @@ impl StockLevels {
             if w != warehouse || out.len() >= limit {
                 break;
             }
-            let Some(row) = table.get(sku).map_err(storage_error)? else {
-                continue;
+            let row = match held.get(sku) {
+                Some(h) => h.row.clone(),
+                None => match get_row::<&str, StockRow>(&table, sku)? {
+                    Some(row) => row,
+                    None => continue,
+                },
             };
-            let row: StockRow = decode_row(row.value())?;
             if let Some(level) = row.warehouse(warehouse) {
                 out.push((sku.to_owned(), level.clone()));
             }

@@ -61,7 +61,15 @@ pub struct StorageConfig {
     /// memory are written out (with their checkpoint, then dropped from memory) once their
     /// estimated size passes this: a rebuild of a large log stays within a bounded RSS.
     pub bulk_bytes_max: usize,
+    /// The models that keep stock rows (stock levels, search) hold the rows of live batches in
+    /// memory and write them at most this often (`crate::write_behind`); zero writes every
+    /// batch.
+    pub write_behind: Duration,
 }
+
+/// The default of [`StorageConfig::write_behind`]. Measured under PlaceOrder load (100k SKUs,
+/// BENCHMARKS.md "Stop 17"): 250 ms gave most of the gain of 1 s, 2 s little more.
+pub const WRITE_BEHIND: Duration = Duration::from_secs(1);
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -69,6 +77,7 @@ impl Default for StorageConfig {
             cache_bytes: 256 << 20,
             durable_interval: Duration::from_secs(1),
             bulk_bytes_max: BULK_BYTES_MAX,
+            write_behind: WRITE_BEHIND,
         }
     }
 }
@@ -80,6 +89,7 @@ impl StorageConfig {
             cache_bytes: 8 << 20,
             durable_interval: Duration::from_secs(1),
             bulk_bytes_max: BULK_BYTES_MAX,
+            write_behind: WRITE_BEHIND,
         }
     }
 }
@@ -100,6 +110,7 @@ pub(crate) struct ModelDb {
     durable_interval: Duration,
     last_durable: Mutex<Instant>,
     bulk_bytes_max: usize,
+    write_behind: Duration,
 }
 
 impl ModelDb {
@@ -167,7 +178,13 @@ impl ModelDb {
             durable_interval: config.durable_interval,
             last_durable: Mutex::new(Instant::now()),
             bulk_bytes_max: config.bulk_bytes_max,
+            write_behind: config.write_behind,
         })
+    }
+
+    /// How often a model that holds its live rows writes them ([`StorageConfig::write_behind`]).
+    pub(crate) fn write_behind(&self) -> Duration {
+        self.write_behind
     }
 
     pub(crate) fn begin_read(&self) -> Result<ReadTransaction, ProjectionError> {
@@ -409,6 +426,30 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     fn db(&self) -> &ModelDb;
 
     fn bulk(&self) -> &BulkSlot<Self::Fold>;
+
+    /// Folds and stores a live batch. By default in one transaction with its checkpoint; a
+    /// model may hold the rows in memory instead and write them later (`crate::write_behind`),
+    /// and then says so in [`RedbModel::held_position`] and [`RedbModel::write_held`].
+    fn apply_live(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        self.db().write_batch(last.position, |txn| {
+            let mut fold = Self::Fold::default();
+            Self::fold(&mut fold, Source::Write(txn), events)?;
+            Self::write(txn, fold)
+        })
+    }
+
+    /// The position of the rows held in memory, if any: the model's checkpoint then.
+    fn held_position(&self) -> Option<Position> {
+        None
+    }
+
+    /// Writes the rows held in memory, if any, with their checkpoint.
+    fn write_held(&self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 impl<M: RedbModel> crate::model::ReadModel for M {
@@ -425,7 +466,10 @@ impl<M: RedbModel> crate::model::ReadModel for M {
     }
 
     fn checkpoint(&self) -> Result<Position, ProjectionError> {
-        self.db().checkpoint()
+        match self.held_position() {
+            Some(position) => Ok(position),
+            None => self.db().checkpoint(),
+        }
     }
 
     fn apply(&self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
@@ -455,14 +499,11 @@ impl<M: RedbModel> crate::model::ReadModel for M {
             }
             return Ok(());
         }
-        db.write_batch(last.position, |txn| {
-            let mut fold = M::Fold::default();
-            M::fold(&mut fold, Source::Write(txn), events)?;
-            M::write(txn, fold)
-        })
+        self.apply_live(events)
     }
 
     fn flush(&self) -> Result<(), ProjectionError> {
+        self.write_held()?;
         self.db().flush()
     }
 
@@ -472,7 +513,7 @@ impl<M: RedbModel> crate::model::ReadModel for M {
 
     /// Only an empty model (a rebuild's fresh generation) folds in bulk.
     fn begin_bulk(&self) -> bool {
-        let empty = self.db().checkpoint().is_ok_and(|c| c == 0);
+        let empty = self.held_position().is_none() && self.db().checkpoint().is_ok_and(|c| c == 0);
         if empty {
             *self.bulk().lock() = Some(Bulk {
                 fold: M::Fold::default(),
