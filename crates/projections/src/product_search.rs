@@ -2,9 +2,9 @@
 //!
 //! A product's search document carries the units available over every warehouse, so the
 //! projection folds stock events per warehouse (a `StockAdjusted` sets one warehouse's count) in
-//! its own small redb table, `search_stock` (SKU → warehouses). Each batch ends with ONE tantivy
-//! commit whose payload is the batch's checkpoint, followed by the redb commit of the stock
-//! table with the same checkpoint.
+//! its own small redb table, `search_stock` (SKU → warehouses). A batch ends with ONE tantivy
+//! commit whose payload is the batch's checkpoint; the stock table's rows are committed with a
+//! checkpoint of their own, at that batch or later (they are written behind, see below).
 //!
 //! Why two stores stay consistent: every write to the index is an absolute value computed from
 //! the folded state (`upsert` of the whole document, `set_available(n)`, `set_price(p)`,
@@ -20,12 +20,12 @@
 //!
 //! A batch that changes nothing in the index (stock moves that leave every product on the same
 //! side of "in stock", the usual case under order traffic) does not commit the index: a tantivy
-//! commit writes and syncs its metadata and reloads the searchers, for nothing. The redb
-//! transaction then records, in `search_meta`, the position of the last batch that did write
-//! to the index (`index_required`, held with the rows until they are written): an index whose
-//! checkpoint is at least that has every write
-//! the table's checkpoint implies. An index *behind* it (its files lost or replaced) cannot be
-//! repaired by replay, so at open both start over from position 0.
+//! commit writes and syncs its metadata and reloads the searchers, for nothing. So the stock
+//! table records, in `search_meta`, the position of the last batch that did write to the index
+//! (`index_required`, kept with the held rows until they are written): an index whose checkpoint
+//! is at least that has every write the table's checkpoint implies. An index *behind* it (its
+//! files lost or replaced) cannot be repaired by replay, so at open both start over from
+//! position 0.
 //!
 //! # Stock changes do not re-index a product
 //!

@@ -10,7 +10,7 @@ use emporium_projections::{
     Catalog, ListProducts, ListSort, Orders, ProductRow, ProductSearch, ReadError, StockLevels,
 };
 
-use crate::support::{MINUTE, T0, World, fold_all, scenario, with_embedded};
+use crate::support::{MINUTE, T0, World, fold_all, fold_on, scenario, with_embedded};
 
 fn skus(rows: &[ProductRow]) -> Vec<&str> {
     rows.iter().map(|r| r.sku.as_str()).collect()
@@ -308,25 +308,6 @@ async fn read_models_do_not_depend_on_batching() {
         assert!(orders.windows(2).all(|w| w[0] == w[1]));
     })
     .await;
-}
-
-/// Folds the log into `model` from its checkpoint, `batch` events a time.
-async fn fold_on<M: emporium_projections::ReadModel>(
-    store: &dyn EventStore,
-    model: &M,
-    batch: usize,
-) {
-    use emporium_eventstore::ReadFilter;
-    let mut after = model.checkpoint().unwrap();
-    loop {
-        let events = store
-            .read_all(after, &ReadFilter::default(), batch)
-            .await
-            .unwrap();
-        let Some(last) = events.last() else { break };
-        after = last.position;
-        model.apply(&events).unwrap();
-    }
 }
 
 /// What the search projection says of each SKU: units available, and whether its index

@@ -321,6 +321,12 @@ pub async fn scenario(world: &mut World) -> BTreeMap<&'static str, OrderId> {
 /// Folds the whole log of `store` into a fresh model in `dir`, batch by batch, without a runner.
 pub async fn fold_all<M: ReadModel>(store: &dyn EventStore, dir: &Path, batch: usize) -> M {
     let model = M::open(dir, &ModelConfig::small()).unwrap();
+    fold_on(store, &model, batch).await;
+    model
+}
+
+/// Folds the log into `model` from its checkpoint to the head, `batch` events a time.
+pub async fn fold_on<M: ReadModel>(store: &dyn EventStore, model: &M, batch: usize) {
     let mut after = model.checkpoint().unwrap();
     loop {
         let events = store
@@ -331,7 +337,6 @@ pub async fn fold_all<M: ReadModel>(store: &dyn EventStore, dir: &Path, batch: u
         after = last.position;
         model.apply(&events).unwrap();
     }
-    model
 }
 
 /// Runs `test` on a fresh embedded store.
