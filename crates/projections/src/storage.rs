@@ -389,7 +389,8 @@ pub(crate) type BulkSlot<F> = Mutex<Option<Bulk<F>>>;
 /// model, so [`crate::model::ReadModel`] is implemented once for all of them.
 ///
 /// A live batch folds into a fresh `Fold` reading rows from its write transaction and writes it
-/// in the same transaction. A bulk fold (a rebuild) keeps one `Fold` across batches, so that a
+/// in the same transaction ([`RedbModel::apply_live`]; the stock model holds its rows and writes
+/// them behind instead). A bulk fold (a rebuild) keeps one `Fold` across batches, so that a
 /// row touched by many batches (a hot SKU, an order paid and shipped later) is decoded and
 /// written once instead of once per batch; it is written when it grows past the bound
 /// ([`StorageConfig::bulk_bytes_max`]) and at the end, each time in key order in one
