@@ -30,33 +30,68 @@ const COALESCE_MAX: u64 = 1 << 20;
 
 /// The payloads of `frames` in order, each checked (magic, length, checksum, and the length the
 /// index promised) right after it is read. Disk frames that follow each other closely in one file
-/// (a long stream written in a burst: the frames are adjacent) are read with one `pread` into a
-/// buffer reused for the whole load, and each frame is copied out of it: one system call per run
-/// of frames rather than per frame, and no buffer zeroed per frame.
+/// (a long stream written in a burst: the frames are adjacent) are read with one `pread`: one
+/// system call per run of frames rather than per frame.
+///
+/// What a frame's payload is then depends on the read ([`RunBuffer`]).
 pub(crate) struct Loader {
     frames: VecDeque<FrameSrc>,
-    /// The file and offset of the last read into `scratch`, and how many bytes it read.
+    /// The file and offset of the last read, and how many bytes it read.
     read: Option<(Arc<File>, u64, usize)>,
-    /// Grows to the largest read and stays (zeroed once, not per read).
-    scratch: Vec<u8>,
+    buffer: RunBuffer,
+}
+
+/// Where a run of frames is read to.
+enum RunBuffer {
+    /// One buffer reused for the whole load; each frame is copied out of it. For reads that keep
+    /// a few frames of a run (a stream's frames, with other streams' between them): a payload
+    /// then holds only its own bytes. Grows to the largest read and stays (zeroed once, not per
+    /// read).
+    Reused(Vec<u8>),
+    /// A buffer per run; each frame's payload is a slice of it, not a copy. For reads that keep
+    /// every frame (a scan of the whole log): a rebuild's reading thread spent a sixth of its
+    /// time copying frames and faulting in the fresh memory they were copied to. A run's buffer
+    /// is freed with the last event of it.
+    PerRun(Bytes),
 }
 
 impl Loader {
+    /// A loader that copies each frame out of a reused buffer.
     pub fn new(frames: Vec<FrameSrc>) -> Self {
         Loader {
             frames: frames.into(),
             read: None,
-            scratch: Vec::new(),
+            buffer: RunBuffer::Reused(Vec::new()),
         }
     }
 
-    /// The bytes of the frame at `offset` (header included), if the last read holds them.
-    fn buffered(&self, file: &Arc<File>, offset: u64, total: u64) -> Option<&[u8]> {
+    /// A loader whose payloads are slices of a buffer per run (see [`RunBuffer::PerRun`]).
+    pub fn sharing_runs(frames: Vec<FrameSrc>) -> Self {
+        Loader {
+            frames: frames.into(),
+            read: None,
+            buffer: RunBuffer::PerRun(Bytes::new()),
+        }
+    }
+
+    /// Where the frame at `offset` (header included) is in the last read, if it holds it.
+    fn buffered(
+        &self,
+        file: &Arc<File>,
+        offset: u64,
+        total: u64,
+    ) -> Option<std::ops::Range<usize>> {
         let (read_file, start, len) = self.read.as_ref()?;
         let from = offset.checked_sub(*start)?;
         let to = from.checked_add(total)?;
-        (Arc::ptr_eq(read_file, file) && to <= *len as u64)
-            .then(|| &self.scratch[from as usize..to as usize])
+        (Arc::ptr_eq(read_file, file) && to <= *len as u64).then_some(from as usize..to as usize)
+    }
+
+    fn run_bytes(&self) -> &[u8] {
+        match &self.buffer {
+            RunBuffer::Reused(scratch) => scratch,
+            RunBuffer::PerRun(run) => run,
+        }
     }
 
     /// Reads the frame at `offset` and, with it, the frames queued after it that follow it
@@ -83,20 +118,17 @@ impl Loader {
             }
             end = next_end;
         }
-        let mut len = (end - offset) as usize;
-        if self.scratch.len() < len {
-            self.scratch.resize(len, 0);
-        }
         self.read = None;
-        let read = file.read_exact_at(&mut self.scratch[..len], offset);
-        if read.is_err() && end > offset + total {
-            // A later frame's bytes could not be read: that is for its own read to report, not
-            // this frame's.
-            len = total as usize;
-            file.read_exact_at(&mut self.scratch[..len], offset)?;
-        } else {
-            read?;
-        }
+        let len = match &mut self.buffer {
+            RunBuffer::Reused(scratch) => read_into(scratch, file, offset, end, total)?,
+            RunBuffer::PerRun(run) => {
+                let mut fresh = Vec::new();
+                let len = read_into(&mut fresh, file, offset, end, total)?;
+                fresh.truncate(len);
+                *run = Bytes::from(fresh);
+                len
+            }
+        };
         self.read = Some((file.clone(), offset, len));
         Ok(())
     }
@@ -112,7 +144,7 @@ impl Loader {
         if self.buffered(&file, offset, total).is_none() {
             self.read_run(&file, offset, total)?;
         }
-        let bytes = self
+        let range = self
             .buffered(&file, offset, total)
             .ok_or_else(|| bad_payload("a coalesced read is short"))?;
         let corrupt = |reason: &str| StoreError::Corrupt {
@@ -120,12 +152,39 @@ impl Loader {
             offset,
             reason: reason.to_owned(),
         };
-        let checked = frame::check(bytes).map_err(corrupt)?;
+        let checked = frame::check(&self.run_bytes()[range.clone()]).map_err(corrupt)?;
         if checked.len != len as usize {
             return Err(corrupt("frame length differs from the index"));
         }
-        Ok(Bytes::copy_from_slice(&bytes[HEADER_LEN..]))
+        let payload = range.start + HEADER_LEN..range.end;
+        Ok(match &self.buffer {
+            RunBuffer::Reused(scratch) => Bytes::copy_from_slice(&scratch[payload]),
+            RunBuffer::PerRun(run) => run.slice(payload),
+        })
     }
+}
+
+/// Reads `offset..end` of `file` into `buffer` (grown as needed), or only the first frame's
+/// `total` bytes if a later frame's could not be read (that is for its own read to report, not
+/// this frame's). Returns how many bytes it read.
+fn read_into(
+    buffer: &mut Vec<u8>,
+    file: &File,
+    offset: u64,
+    end: u64,
+    total: u64,
+) -> std::io::Result<usize> {
+    let len = (end - offset) as usize;
+    if buffer.len() < len {
+        buffer.resize(len, 0);
+    }
+    let read = file.read_exact_at(&mut buffer[..len], offset);
+    if read.is_err() && end > offset + total {
+        let len = total as usize;
+        file.read_exact_at(&mut buffer[..len], offset)?;
+        return Ok(len);
+    }
+    read.map(|()| len)
 }
 
 impl Iterator for Loader {
@@ -193,7 +252,15 @@ pub(crate) fn decode_log(
 ) -> Result<(Vec<RecordedEvent>, Position), StoreError> {
     let mut events = Vec::with_capacity(expected.min(limit));
     let mut scanned_to = after;
-    for payload in Loader::new(frames) {
+    // Every event matches the default filter, so every frame of a run is kept: its payloads
+    // can share the run's buffer. A narrower filter may keep one frame of a run, which would
+    // then hold a whole megabyte.
+    let loader = if filter == &ReadFilter::default() {
+        Loader::sharing_runs(frames)
+    } else {
+        Loader::new(frames)
+    };
+    for payload in loader {
         let payload = payload?;
         let view = parse(&payload)?;
         for event in view.events() {
