@@ -57,7 +57,8 @@ async fn read(
         return Ok(());
     }
     let mut subscription = store.subscribe(0, ReadFilter::default()).await?;
-    let mut batch: Vec<RecordedEvent> = Vec::with_capacity(batch_events);
+    let mut batch: Vec<RecordedEvent> = Vec::new();
+    let mut sent = Sent::default();
     while !senders.is_empty() {
         let Some(chunk) = subscription.next().await else {
             return Ok(());
@@ -66,24 +67,72 @@ async fn read(
         // Past the end: leave it to the runners' own subscriptions.
         chunk.retain(|event| event.position <= end);
         let reached_end = chunk.last().is_none_or(|e| e.position >= end);
+        // A chunk that does not fit sends the batch first: growing a vector of a hundred
+        // thousand events past its capacity copied (and faulted in) twice its size, a fifth of
+        // this thread.
+        if !batch.is_empty() && batch.len() + chunk.len() > batch.capacity() {
+            senders = sent.send(senders, std::mem::take(&mut batch)).await;
+        }
+        if batch.capacity() == 0 {
+            batch.reserve_exact(batch_events.max(chunk.len()));
+        }
         batch.extend(chunk);
         if batch.len() >= batch_events || reached_end {
-            let full = Arc::new(std::mem::replace(
-                &mut batch,
-                Vec::with_capacity(batch_events),
-            ));
-            let mut open = Vec::with_capacity(senders.len());
-            for sender in senders {
-                // A runner that stopped (a cancelled rebuild) hung up: drop it.
-                if sender.send(Arc::clone(&full)).await.is_ok() {
-                    open.push(sender);
-                }
-            }
-            senders = open;
+            senders = sent.send(senders, std::mem::take(&mut batch)).await;
         }
         if reached_end {
             return Ok(());
         }
     }
     Ok(())
+}
+
+/// The batches sent and not yet dropped.
+///
+/// The runner that lets go of a batch last would free its events (strings and payloads, a
+/// hundred thousand of them) on its own thread: that is the slowest runner, the one a rebuild
+/// waits for. So the read keeps a reference to every batch it sent and frees those that every
+/// runner is done with on a blocking thread of its own.
+#[derive(Default)]
+struct Sent {
+    batches: std::collections::VecDeque<SharedBatch>,
+}
+
+impl Sent {
+    /// Sends `batch` to every runner; returns the senders whose runner still listens.
+    async fn send(
+        &mut self,
+        senders: Vec<mpsc::Sender<SharedBatch>>,
+        batch: Vec<RecordedEvent>,
+    ) -> Vec<mpsc::Sender<SharedBatch>> {
+        if batch.is_empty() {
+            return senders;
+        }
+        let batch = Arc::new(batch);
+        let mut open = Vec::with_capacity(senders.len());
+        for sender in senders {
+            // A runner that stopped (a cancelled rebuild) hung up: drop it.
+            if sender.send(Arc::clone(&batch)).await.is_ok() {
+                open.push(sender);
+            }
+        }
+        self.batches.push_back(batch);
+        self.free_done();
+        open
+    }
+
+    /// Frees, off the runners' threads, the batches no runner holds any more.
+    fn free_done(&mut self) {
+        let mut done = Vec::new();
+        self.batches.retain(|batch| {
+            let held = Arc::strong_count(batch) > 1;
+            if !held {
+                done.push(Arc::clone(batch));
+            }
+            held
+        });
+        if !done.is_empty() {
+            tokio::task::spawn_blocking(move || drop(done));
+        }
+    }
 }
