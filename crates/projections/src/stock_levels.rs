@@ -352,6 +352,8 @@ fn write<'r>(
     let mut table = txn.open_table(STOCK).map_err(storage_error)?;
     let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
     let mut encoder = RowEncoder::default();
+    // Keyed by warehouse first: sorted on their own, so that consecutive inserts share pages.
+    let mut warehouse_keys: Vec<(&str, &str)> = Vec::new();
     for (row, warehouses_before) in rows {
         let sku = row.sku.as_str();
         table
@@ -359,12 +361,12 @@ fn write<'r>(
             .map_err(storage_error)?;
         // Warehouses are never removed from a row: a new one shows up as a longer list.
         if row.warehouses.len() != warehouses_before {
-            for w in &row.warehouses {
-                warehouse_skus
-                    .insert((w.warehouse.as_str(), sku), ())
-                    .map_err(storage_error)?;
-            }
+            warehouse_keys.extend(row.warehouses.iter().map(|w| (w.warehouse.as_str(), sku)));
         }
+    }
+    warehouse_keys.sort_unstable();
+    for key in warehouse_keys {
+        warehouse_skus.insert(key, ()).map_err(storage_error)?;
     }
     Ok(())
 }
