@@ -17,10 +17,11 @@
 
 use std::ops::Bound;
 
+use compact_str::CompactString;
 use emporium_domain::stock::Allocation;
 use emporium_domain::{Event, OrderEvent, OrderStatus, PaymentStatus, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -303,7 +304,38 @@ impl RedbModel for Orders {
     }
 
     fn write(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
-        write(txn, fold)
+        write(txn, fold, CustomerIndex::Keep)
+    }
+
+    /// Without the customer index: [`Orders::finish_bulk`] builds it.
+    fn write_bulk(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
+        write(txn, fold, CustomerIndex::Leave)
+    }
+
+    /// Builds the customer index of the orders a bulk fold wrote, from the `orders` table.
+    ///
+    /// Kept up to date across spills, it cost as much as the orders themselves: a spill's new
+    /// keys (customer first) land all over an index that earlier spills filled, each in a
+    /// B-tree leaf to read back and copy. Built once, its keys are sorted and appended.
+    fn finish_bulk(txn: &WriteTransaction) -> Result<(), ProjectionError> {
+        let orders = txn.open_table(ORDERS).map_err(storage_error)?;
+        let count = orders.len().map_err(storage_error)?;
+        let mut keys: Vec<(CompactString, u128)> =
+            Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for entry in orders.iter().map_err(storage_error)? {
+            let (id, row) = entry.map_err(storage_error)?;
+            let owner: OrderOwner = decode_row(row.value())?;
+            keys.push((owner.customer_id, id.value()));
+        }
+        drop(orders);
+        keys.sort_unstable();
+        let mut customers = txn.open_table(CUSTOMER_ORDERS).map_err(storage_error)?;
+        for (customer, id) in &keys {
+            customers
+                .insert((customer.as_str(), *id), ())
+                .map_err(storage_error)?;
+        }
+        Ok(())
     }
 
     fn from_db(db: ModelDb) -> Self {
@@ -444,7 +476,28 @@ fn fold_events(
     Ok(())
 }
 
-fn write(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
+/// Whether a write keeps `customer_orders` up to date.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CustomerIndex {
+    Keep,
+    /// A bulk fold's: built at its end ([`Orders::finish_bulk`]).
+    Leave,
+}
+
+/// The leading fields of a stored [`OrderRow`]: postcard decodes fields in order and ignores
+/// what follows, so the customer index is built without decoding lines and history.
+#[derive(Deserialize)]
+struct OrderOwner {
+    #[allow(dead_code)] // decoded to reach the customer; the key already holds it
+    order_id: Uuid,
+    customer_id: CompactString,
+}
+
+fn write(
+    txn: &WriteTransaction,
+    fold: OrdersFold,
+    customer_index: CustomerIndex,
+) -> Result<(), ProjectionError> {
     let mut orders = txn.open_table(ORDERS).map_err(storage_error)?;
     let mut pending_table = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
     let mut customers = txn.open_table(CUSTOMER_ORDERS).map_err(storage_error)?;
@@ -470,7 +523,7 @@ fn write(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError
         orders
             .insert(id, encoder.encode(row)?)
             .map_err(storage_error)?;
-        if !touched.existed {
+        if !touched.existed && customer_index == CustomerIndex::Keep {
             new_customer_keys.push((row.customer_id.as_str(), id));
         }
         if touched.pending_stored {

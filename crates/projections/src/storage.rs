@@ -33,6 +33,9 @@ use crate::runner::ProjectionError;
 /// `checkpoint` and `schema`.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const CHECKPOINT: &str = "checkpoint";
+/// Present while a bulk fold has spilled and not finished ([`RedbModel::finish_bulk`] has not
+/// run): a model opened in that state (the fold died) finishes it before anything else.
+const BULK_UNFINISHED: &str = "bulk_unfinished";
 const SCHEMA: &str = "schema";
 
 /// The largest encoded row a read model writes (an order of 100 lines with a long history fits
@@ -251,14 +254,48 @@ impl ModelDb {
         Ok(())
     }
 
+    /// Writes in a transaction of its own that leaves the checkpoint where it is (the end of a
+    /// bulk fold with nothing folded since its last spill).
+    pub(crate) fn write_at_checkpoint(
+        &self,
+        durability: Durability,
+        write: impl FnOnce(&WriteTransaction) -> Result<(), ProjectionError>,
+    ) -> Result<(), ProjectionError> {
+        let mut txn = self.db.begin_write().map_err(storage_error)?;
+        write(&txn)?;
+        let durable = matches!(durability, Durability::Immediate);
+        txn.set_durability(durability).map_err(storage_error)?;
+        txn.commit().map_err(storage_error)?;
+        if durable {
+            *self.last_durable.lock() = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Whether a bulk fold spilled and did not finish (see [`BULK_UNFINISHED`]).
+    fn bulk_unfinished(&self) -> Result<bool, ProjectionError> {
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(META).map_err(storage_error)?;
+        Ok(meta.get(BULK_UNFINISHED).map_err(storage_error)?.is_some())
+    }
+
+    /// Records in `txn` whether a bulk fold is unfinished.
+    fn set_bulk_unfinished(
+        txn: &WriteTransaction,
+        unfinished: bool,
+    ) -> Result<(), ProjectionError> {
+        let mut meta = txn.open_table(META).map_err(storage_error)?;
+        if unfinished {
+            meta.insert(BULK_UNFINISHED, 1).map_err(storage_error)?;
+        } else {
+            meta.remove(BULK_UNFINISHED).map_err(storage_error)?;
+        }
+        Ok(())
+    }
+
     /// Makes every commit so far durable.
     pub(crate) fn flush(&self) -> Result<(), ProjectionError> {
-        let mut txn = self.db.begin_write().map_err(storage_error)?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(storage_error)?;
-        txn.commit().map_err(storage_error)?;
-        *self.last_durable.lock() = Instant::now();
-        Ok(())
+        self.write_at_checkpoint(Durability::Immediate, |_| Ok(()))
     }
 
     pub(crate) fn size_bytes(&self) -> u64 {
@@ -422,6 +459,19 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     /// Writes the rows of `fold` (the caller writes the checkpoint in the same transaction).
     fn write(txn: &WriteTransaction, fold: Self::Fold) -> Result<(), ProjectionError>;
 
+    /// Writes the rows of a bulk fold (a spill, or its end). By default as [`RedbModel::write`];
+    /// a model may leave out an index that is cheaper to build once, from the stored rows, in
+    /// [`RedbModel::finish_bulk`] than to keep up to date across spills.
+    fn write_bulk(txn: &WriteTransaction, fold: Self::Fold) -> Result<(), ProjectionError> {
+        Self::write(txn, fold)
+    }
+
+    /// Completes a bulk fold, in the transaction that writes its last rows: builds what
+    /// [`RedbModel::write_bulk`] left out.
+    fn finish_bulk(_txn: &WriteTransaction) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+
     fn from_db(db: ModelDb) -> Self;
 
     fn db(&self) -> &ModelDb;
@@ -453,6 +503,12 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     }
 }
 
+/// Finishes a bulk fold in `txn`: what the model builds at the end, and the marker cleared.
+fn finish_bulk<M: RedbModel>(txn: &WriteTransaction) -> Result<(), ProjectionError> {
+    M::finish_bulk(txn)?;
+    ModelDb::set_bulk_unfinished(txn, false)
+}
+
 impl<M: RedbModel> crate::model::ReadModel for M {
     const NAME: &'static str = M::NAME;
 
@@ -463,6 +519,11 @@ impl<M: RedbModel> crate::model::ReadModel for M {
             &config.storage,
             M::create_tables,
         )?;
+        if db.bulk_unfinished()? {
+            // A bulk fold died after spilling: what it leaves to its end is built now, so that
+            // the stored state is one a live fold can carry on from.
+            db.write_at_checkpoint(Durability::Immediate, finish_bulk::<M>)?;
+        }
         Ok(M::from_db(db))
     }
 
@@ -494,7 +555,8 @@ impl<M: RedbModel> crate::model::ReadModel for M {
                 // is; a crash before it discards the generation).
                 let fold = std::mem::take(&mut bulk.fold);
                 db.write_batch_as(bulk.position, Some(Durability::None), |txn| {
-                    M::write(txn, fold)
+                    M::write_bulk(txn, fold)?;
+                    ModelDb::set_bulk_unfinished(txn, true)
                 })?;
                 bulk.stored = true;
             }
@@ -529,14 +591,18 @@ impl<M: RedbModel> crate::model::ReadModel for M {
         let Some(bulk) = self.bulk().lock().take() else {
             return Ok(());
         };
-        let db = self.db();
-        if !store || bulk.position <= db.checkpoint()? {
-            // Dropped, or nothing folded since the last spill: make what is stored durable.
-            return if store { db.flush() } else { Ok(()) };
+        if !store {
+            return Ok(());
         }
+        let db = self.db();
         // Durable: the swap follows.
+        if bulk.position <= db.checkpoint()? {
+            // Nothing folded since the last spill: the checkpoint stays.
+            return db.write_at_checkpoint(Durability::Immediate, finish_bulk::<M>);
+        }
         db.write_batch_as(bulk.position, Some(Durability::Immediate), |txn| {
-            M::write(txn, bulk.fold)
+            M::write_bulk(txn, bulk.fold)?;
+            finish_bulk::<M>(txn)
         })
     }
 }
