@@ -29,8 +29,8 @@ use uuid::Uuid;
 use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
-    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, decode_event, decode_row, get_row,
-    heap_bytes, is_order_stream, is_stock_stream, storage_error,
+    BulkSlot, ModelDb, RedbModel, RowEncoder, Source, compact_heap_bytes, decode_event, decode_row,
+    get_row, heap_bytes, is_order_stream, is_stock_stream, storage_error,
 };
 
 const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
@@ -47,7 +47,7 @@ pub const ORDER_HISTORY_MAX: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLineRow {
-    pub sku: String,
+    pub sku: CompactString,
     pub quantity: u64,
     pub unit_price_minor: i64,
     pub line_total_minor: i64,
@@ -82,8 +82,8 @@ pub struct ShipmentRow {
 /// Units of one line taken from one warehouse.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AllocationRow {
-    pub sku: String,
-    pub warehouse: String,
+    pub sku: CompactString,
+    pub warehouse: CompactString,
     pub quantity: u64,
     pub state: AllocationState,
 }
@@ -135,10 +135,10 @@ pub struct HistoryEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderRow {
     pub order_id: Uuid,
-    pub customer_id: String,
+    pub customer_id: CompactString,
     pub lines: Vec<OrderLineRow>,
     pub total_minor: i64,
-    pub currency: String,
+    pub currency: CompactString,
     pub status: OrderStatus,
     /// Authorized and not yet captured.
     pub authorized_minor: i64,
@@ -221,7 +221,7 @@ impl Touched {
             capacity * std::mem::size_of::<AllocationRow>()
                 + list
                     .iter()
-                    .map(|a| heap_bytes(&a.sku) + heap_bytes(&a.warehouse))
+                    .map(|a| compact_heap_bytes(&a.sku) + compact_heap_bytes(&a.warehouse))
                     .sum::<usize>()
         }
         // The map's entry, the box and its allocator overhead.
@@ -230,10 +230,14 @@ impl Touched {
             + 16
             + allocations(&self.pending, self.pending.capacity());
         if let Some(row) = &self.row {
-            bytes += heap_bytes(&row.customer_id)
-                + heap_bytes(&row.currency)
+            bytes += compact_heap_bytes(&row.customer_id)
+                + compact_heap_bytes(&row.currency)
                 + row.lines.capacity() * std::mem::size_of::<OrderLineRow>()
-                + row.lines.iter().map(|l| heap_bytes(&l.sku)).sum::<usize>()
+                + row
+                    .lines
+                    .iter()
+                    .map(|l| compact_heap_bytes(&l.sku))
+                    .sum::<usize>()
                 + allocations(&row.allocations, row.allocations.capacity())
                 + row.history.capacity() * std::mem::size_of::<HistoryEntry>()
                 + row
@@ -387,20 +391,21 @@ impl OrderFold {
                 .iter()
                 .map(|a| {
                     2 * std::mem::size_of::<AllocationRow>()
-                        + heap_bytes(sku)
-                        + heap_bytes(a.warehouse.as_str())
+                        + compact_heap_bytes(sku)
+                        + compact_heap_bytes(a.warehouse.as_str())
                 })
                 .sum()
         }
         match self {
             OrderFold::Order(OrderEvent::Placed(e)) => {
                 HISTORY
-                    + heap_bytes(e.customer_id.as_str())
-                    + heap_bytes(e.total.currency.as_str())
+                    + compact_heap_bytes(e.customer_id.as_str())
+                    + compact_heap_bytes(e.total.currency.as_str())
                     + e.lines
                         .iter()
                         .map(|l| {
-                            2 * std::mem::size_of::<OrderLineRow>() + heap_bytes(l.sku.as_str())
+                            2 * std::mem::size_of::<OrderLineRow>()
+                                + compact_heap_bytes(l.sku.as_str())
                         })
                         .sum::<usize>()
             }
@@ -564,19 +569,19 @@ fn fold_order(touched: &mut Touched, event: &OrderEvent, recorded: &RecordedEven
     if let OrderEvent::Placed(e) = event {
         touched.row = Some(OrderRow {
             order_id: e.order_id.0,
-            customer_id: e.customer_id.to_string(),
+            customer_id: e.customer_id.as_str().into(),
             lines: e
                 .lines
                 .iter()
                 .map(|l| OrderLineRow {
-                    sku: l.sku.to_string(),
+                    sku: l.sku.as_str().into(),
                     quantity: l.quantity,
                     unit_price_minor: l.unit_price.amount_minor,
                     line_total_minor: l.line_total.amount_minor,
                 })
                 .collect(),
             total_minor: e.total.amount_minor,
-            currency: e.total.currency.to_string(),
+            currency: e.total.currency.as_str().into(),
             status: OrderStatus::Placed,
             authorized_minor: 0,
             captured_minor: 0,
@@ -668,8 +673,8 @@ fn fold_allocation(touched: &mut Touched, event: &StockEvent, recorded: &Recorde
         StockEvent::Reserved(e) => {
             allocations.retain(|a| a.sku != sku);
             allocations.extend(e.allocations.iter().map(|a| AllocationRow {
-                sku: sku.to_owned(),
-                warehouse: a.warehouse.to_string(),
+                sku: sku.into(),
+                warehouse: a.warehouse.as_str().into(),
                 quantity: a.quantity,
                 state: AllocationState::Reserved,
             }));

@@ -408,6 +408,16 @@ pub(crate) fn heap_bytes(s: &str) -> usize {
     if s.is_empty() { 0 } else { s.len() + 16 }
 }
 
+/// The heap bytes a `CompactString` holding `s` takes: none up to its inline capacity (24
+/// bytes, which covers a typical SKU, warehouse, customer id or currency).
+pub(crate) fn compact_heap_bytes(s: &str) -> usize {
+    if s.len() <= std::mem::size_of::<compact_str::CompactString>() {
+        0
+    } else {
+        heap_bytes(s)
+    }
+}
+
 /// A bulk fold in progress (see [`crate::model::ReadModel::begin_bulk`]).
 pub(crate) struct Bulk<F> {
     fold: F,

@@ -357,8 +357,8 @@ impl From<AllocationRow> for AllocationBody {
     fn from(a: AllocationRow) -> Self {
         AllocationBody {
             state: a.state.as_str().to_owned(),
-            sku: a.sku,
-            warehouse: a.warehouse,
+            sku: a.sku.into(),
+            warehouse: a.warehouse.into(),
             quantity: a.quantity,
         }
     }
@@ -430,7 +430,7 @@ pub fn payment_status_name(status: PaymentStatus) -> &'static str {
 
 impl From<OrderRow> for OrderBody {
     fn from(row: OrderRow) -> Self {
-        let currency = row.currency.clone();
+        let currency = row.currency.to_string();
         let money = |amount: i64| MoneyBody {
             amount,
             currency: currency.clone(),
@@ -444,7 +444,7 @@ impl From<OrderRow> for OrderBody {
                 .lines
                 .iter()
                 .map(|l| OrderLineBody {
-                    sku: l.sku.clone(),
+                    sku: l.sku.to_string(),
                     quantity: l.quantity,
                     unit_price: money(l.unit_price_minor),
                     line_total: money(l.line_total_minor),
@@ -467,7 +467,7 @@ impl From<OrderRow> for OrderBody {
             }),
             version: row.version,
             position: row.position,
-            customer_id: row.customer_id,
+            customer_id: row.customer_id.into(),
         }
     }
 }
