@@ -83,15 +83,36 @@ pub enum ExpectedVersion {
     NoStream,
     /// The stream's last event must have this version.
     Exact(StreamVersion),
+    /// The stream's last event must have this version *and* this event id.
+    ///
+    /// For an append decided on the result of an earlier append that may not be durable yet
+    /// (early lock release with several writers, docs/adr/0002): if that earlier append fails
+    /// and another writer brings the stream to the same version with other events, a version
+    /// alone would accept a decision taken on events that were never written. The event id
+    /// (UUID v7, never reused) tells the two apart.
+    LastEvent {
+        version: StreamVersion,
+        event_id: Uuid,
+    },
 }
 
 impl ExpectedVersion {
     /// Checks this expectation against a stream that holds `len` events (`len == 0`: no stream).
-    pub fn check(self, stream: &str, len: u64) -> Result<(), StoreError> {
+    /// `last_event_id` gives the id of the stream's last event; it is asked only for
+    /// [`ExpectedVersion::LastEvent`], once the version matches.
+    pub fn check(
+        self,
+        stream: &str,
+        len: u64,
+        last_event_id: impl FnOnce() -> Result<Option<Uuid>, StoreError>,
+    ) -> Result<(), StoreError> {
         let ok = match self {
             ExpectedVersion::Any => true,
             ExpectedVersion::NoStream => len == 0,
             ExpectedVersion::Exact(v) => v.checked_add(1) == Some(len),
+            ExpectedVersion::LastEvent { version, event_id } => {
+                version.checked_add(1) == Some(len) && last_event_id()? == Some(event_id)
+            }
         };
         if ok {
             Ok(())
@@ -111,6 +132,9 @@ impl fmt::Display for ExpectedVersion {
             ExpectedVersion::Any => f.write_str("any"),
             ExpectedVersion::NoStream => f.write_str("no stream"),
             ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+            ExpectedVersion::LastEvent { version, event_id } => {
+                write!(f, "version {version} ending with event {event_id}")
+            }
         }
     }
 }
@@ -296,8 +320,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// checked and written after it. This lets the command service release its stream locks
     /// before the fsync (early lock release): the next command on a hot stream is decided against
     /// the state this request will produce and appended with the matching expected version, and
-    /// both share one group commit. A failed write poisons everything sequenced after it, so a
-    /// command decided on a state that never became durable can never be acknowledged.
+    /// both share one group commit (or, on PostgreSQL, one group transaction).
+    ///
+    /// The request it follows may still fail. On the embedded store, the log's only writer, a
+    /// failed write poisons everything sequenced after it, and a failed version check leaves the
+    /// stream a version short of what the next request expects. With several writers
+    /// (PostgreSQL) another node may bring the stream to exactly that version with other events:
+    /// the next request must then expect [`ExpectedVersion::LastEvent`] (the version and the id
+    /// of the last event it was decided on), which only the request it followed can satisfy.
     ///
     /// The default appends fully before returning (correct, but without the pipelining).
     async fn submit(&self, request: AppendRequest) -> Result<AppendTicket, StoreError> {

@@ -459,30 +459,32 @@ async fn commit_group(
     // taken in name order, streams before command ids (the UNION ALL reads `s` to its end
     // first), so groups of different nodes cannot deadlock. A command id that is not returned
     // was appended before, and its stored outcome is the answer.
-    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<(String, Option<i64>, Option<Uuid>)> = sqlx::query_as(
         "WITH s AS ( \
            INSERT INTO es_streams AS s (stream_id, version) \
            SELECT n, -1 FROM UNNEST($1::text[]) AS n ORDER BY n \
            ON CONFLICT (stream_id) DO UPDATE SET version = s.version \
-           RETURNING stream_id, version), \
+           RETURNING stream_id, version, last_event_id), \
          c AS ( \
            INSERT INTO es_commands (command_id) \
            SELECT c FROM UNNEST($2::text[]) AS c ORDER BY c ON CONFLICT DO NOTHING \
            RETURNING command_id) \
-         SELECT stream_id, version FROM s \
-         UNION ALL SELECT command_id, NULL::bigint FROM c",
+         SELECT stream_id, version, last_event_id FROM s \
+         UNION ALL SELECT command_id, NULL::bigint, NULL::uuid FROM c",
     )
     .bind(&names)
     .bind(&command_ids)
     .fetch_all(&mut *tx)
     .await?;
     drop(signals.locked.take());
-    let mut stored: HashMap<String, i64> = HashMap::with_capacity(names.len());
+    // Stream -> its version (-1: new) and the id of its last event (NULL before migration
+    // 20261207000001).
+    let mut stored: HashMap<String, (i64, Option<Uuid>)> = HashMap::with_capacity(names.len());
     let mut claimed: HashSet<String> = HashSet::with_capacity(command_ids.len());
-    for (key, version) in rows {
+    for (key, version, last_event_id) in rows {
         match version {
             Some(version) => {
-                stored.insert(key, version);
+                stored.insert(key, (version, last_event_id));
             }
             None => {
                 claimed.insert(key);
@@ -509,8 +511,9 @@ async fn commit_group(
         }
     }
 
-    // 2. Expected versions, in queue order.
-    let mut heads: HashMap<&str, u64> = HashMap::new();
+    // 2. Expected versions, in queue order. Stream -> its length and last event id after the
+    // accepted requests of this group so far.
+    let mut heads: HashMap<&str, (u64, Uuid)> = HashMap::new();
     let mut in_group: HashMap<&str, usize> = HashMap::new();
     let mut verdicts = Vec::with_capacity(requests.len());
     'requests: for (i, request) in requests.iter().enumerate() {
@@ -535,18 +538,29 @@ async fn commit_group(
         }
         let mut first_versions = Vec::with_capacity(request.writes.len());
         for write in &request.writes {
-            let len = match heads.get(write.stream.as_str()) {
-                Some(&len) => len,
-                None => (stored.get(&write.stream).copied().unwrap_or(-1) + 1) as u64,
+            let (len, last_event_id) = match heads.get(write.stream.as_str()) {
+                Some(&(len, last)) => (len, Some(last)),
+                None => {
+                    let (version, last) = stored.get(&write.stream).copied().unwrap_or((-1, None));
+                    ((version + 1) as u64, last)
+                }
             };
-            if let Err(conflict) = write.expected.check(&write.stream, len) {
+            if let Err(conflict) = write
+                .expected
+                .check(&write.stream, len, || Ok(last_event_id))
+            {
                 verdicts.push(Verdict::Done(Err(conflict)));
                 continue 'requests;
             }
             first_versions.push(len);
         }
         for (write, &len) in request.writes.iter().zip(&first_versions) {
-            heads.insert(write.stream.as_str(), len + write.events.len() as u64);
+            // `validate_request` refuses a write without events.
+            let last = write.events.last().map_or(Uuid::nil(), |e| e.event_id);
+            heads.insert(
+                write.stream.as_str(),
+                (len + write.events.len() as u64, last),
+            );
         }
         if let Some(command_id) = request.command_id.as_deref() {
             in_group.insert(command_id, i);
@@ -599,10 +613,14 @@ async fn commit_group(
         }));
     }
     debug_assert_eq!(next - 1, total);
-    let (head_names, head_versions): (Vec<&str>, Vec<i64>) = heads
-        .iter()
-        .map(|(name, len)| (*name, to_i64(*len) - 1))
-        .unzip();
+    let mut head_names = Vec::with_capacity(heads.len());
+    let mut head_versions = Vec::with_capacity(heads.len());
+    let mut head_last_events = Vec::with_capacity(heads.len());
+    for (name, (len, last)) in &heads {
+        head_names.push(*name);
+        head_versions.push(to_i64(*len) - 1);
+        head_last_events.push(*last);
+    }
     let commands = command_outcomes(requests, &verdicts, &outcomes, &known)?;
 
     if let Some(wait) = signals.wait.as_mut() {
@@ -622,9 +640,10 @@ async fn commit_group(
              AS e(rel, stream_id, version, event_id, event_type, payload, correlation_id, \
              causation_id, command_id, api_key_id, recorded_at_micros)), \
          streams AS ( \
-           INSERT INTO es_streams (stream_id, version) \
-           SELECT * FROM UNNEST($13::text[], $14::bigint[]) \
-           ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version), \
+           INSERT INTO es_streams (stream_id, version, last_event_id) \
+           SELECT * FROM UNNEST($13::text[], $14::bigint[], $19::uuid[]) \
+           ON CONFLICT (stream_id) DO UPDATE \
+           SET version = EXCLUDED.version, last_event_id = EXCLUDED.last_event_id), \
          done AS ( \
            INSERT INTO es_commands (command_id, outcome, position_base) \
            SELECT c.id, c.outcome, head.base \
@@ -655,6 +674,7 @@ async fn commit_group(
     .bind(&commands.done_outcomes)
     .bind(&commands.released)
     .bind(NOTIFY_CHANNEL)
+    .bind(&head_last_events)
     .fetch_one(&mut *tx)
     .await?;
     drop(signals.sequenced.take());

@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
-use super::Shared;
 use super::index::{FrameLoc, Index, Segment};
 use super::recovery::{open_segment, segment_name};
+use super::{Shared, read};
 use crate::frame::{self, FrameView, HEADER_LEN};
 use crate::{AppendOutcome, AppendRequest, Position, StoreError, StreamHead};
 
@@ -228,8 +229,9 @@ impl Writer {
     ) -> Vec<Verdict> {
         let index = self.shared.index.read();
         let mut next_position = self.next_position;
-        // Stream -> its length after the accepted requests of this group so far.
-        let mut heads: HashMap<&str, u64> = HashMap::new();
+        // Stream -> its length and last event id after the accepted requests of this group so
+        // far.
+        let mut heads: HashMap<&str, (u64, Uuid)> = HashMap::new();
         let mut commands: HashMap<&str, usize> = HashMap::new();
         let mut verdicts = Vec::with_capacity(group.len());
         'requests: for (i, (request, _)) in group.iter().enumerate() {
@@ -252,11 +254,15 @@ impl Writer {
             }
             let mut first_versions = Vec::with_capacity(request.writes.len());
             for write in &request.writes {
-                let len = match heads.get(write.stream.as_str()) {
-                    Some(&len) => len,
-                    None => index.stream_len(&write.stream),
+                let (len, in_group) = match heads.get(write.stream.as_str()) {
+                    Some(&(len, last)) => (len, Some(last)),
+                    None => (index.stream_len(&write.stream), None),
                 };
-                if let Err(conflict) = write.expected.check(&write.stream, len) {
+                let last_event_id = || match in_group {
+                    Some(last) => Ok(Some(last)),
+                    None => stored_last_event_id(&index, &write.stream, len),
+                };
+                if let Err(conflict) = write.expected.check(&write.stream, len, last_event_id) {
                     verdicts.push(Verdict::Done(Err(conflict)));
                     continue 'requests;
                 }
@@ -267,7 +273,9 @@ impl Writer {
             frame::encode(buf, group_start, first_position, request, &first_versions);
             for (write, first_version) in request.writes.iter().zip(&mut first_versions) {
                 *first_version += write.events.len() as u64;
-                heads.insert(write.stream.as_str(), *first_version);
+                // `validate_request` refuses a write without events.
+                let last = write.events.last().map_or(Uuid::nil(), |e| e.event_id);
+                heads.insert(write.stream.as_str(), (*first_version, last));
                 next_position += write.events.len() as u64;
             }
             if let Some(command_id) = request.command_id.as_deref() {
@@ -304,6 +312,23 @@ impl Writer {
         self.tail_len = 0;
         Ok(())
     }
+}
+
+/// The id of the last event of `stream`, which holds `len` events, as stored.
+///
+/// Only an [`crate::ExpectedVersion::LastEvent`] asks for it; the command service on this store
+/// never sends one (it is the log's only writer, see [`crate::EventStore::submit`]), so the read,
+/// from the payload cache or one `pread` on the writer's thread, stays off the usual path.
+fn stored_last_event_id(index: &Index, stream: &str, len: u64) -> Result<Option<Uuid>, StoreError> {
+    let Some(version) = len.checked_sub(1) else {
+        return Ok(None);
+    };
+    let plan = read::plan_stream(index, stream, version, 1);
+    let events = read::decode_stream(plan.frames, stream, version, 1)?;
+    Ok(events
+        .first()
+        .filter(|e| e.version == version)
+        .map(|e| e.event_id))
 }
 
 /// Records an accepted, durable request in the index; returns its outcome.

@@ -26,6 +26,8 @@ macro_rules! conformance_tests {
             expected_version_any_appends_whatever_the_stream_holds,
             expected_version_no_stream_conflicts_once_the_stream_exists,
             expected_version_exact_must_match_the_last_version,
+            expected_last_event_must_match_the_version_and_the_event_id,
+            an_append_following_a_submitted_one_that_failed_is_refused_whatever_the_version,
             a_conflict_on_one_stream_writes_nothing_on_the_others,
             a_repeated_command_id_answers_the_first_outcome_and_writes_nothing,
             a_command_that_conflicted_can_be_retried_with_the_same_id,
@@ -166,6 +168,81 @@ pub async fn expected_version_exact_must_match_the_last_version(store: &impl Eve
         .append(request(vec![write("s", Exact(u64::MAX), 1)]))
         .await;
     assert_conflict(huge, "s", Exact(u64::MAX), Some(2));
+}
+
+fn last_event(version: u64, event_id: Uuid) -> ExpectedVersion {
+    ExpectedVersion::LastEvent { version, event_id }
+}
+
+pub async fn expected_last_event_must_match_the_version_and_the_event_id(store: &impl EventStore) {
+    let someone = Uuid::now_v7();
+    let on_missing = store
+        .append(request(vec![write("s", last_event(0, someone), 1)]))
+        .await;
+    assert_conflict(on_missing, "s", last_event(0, someone), None);
+
+    let first = write("s", NoStream, 2);
+    let last_id = first.events[1].event_id;
+    store.append(request(vec![first])).await.unwrap();
+    // The right version with another event's id, and the right id at another version.
+    let first_id_of_two = store.read_stream("s", 0, 1).await.unwrap()[0].event_id;
+    let other = store
+        .append(request(vec![write("s", last_event(1, first_id_of_two), 1)]))
+        .await;
+    assert_conflict(other, "s", last_event(1, first_id_of_two), Some(1));
+    let wrong_version = store
+        .append(request(vec![write("s", last_event(0, last_id), 1)]))
+        .await;
+    assert_conflict(wrong_version, "s", last_event(0, last_id), Some(1));
+
+    let ok = store
+        .append(request(vec![write("s", last_event(1, last_id), 1)]))
+        .await
+        .unwrap();
+    assert_eq!(ok.streams, heads(&[("s", 2)]));
+    // It holds for a stream written earlier in the same group, and for an event read back.
+    let stored = store.read_stream("s", 2, 1).await.unwrap()[0].event_id;
+    let a = write("s", last_event(2, stored), 1);
+    let a_id = a.events[0].event_id;
+    let first = store.submit(request(vec![a])).await.unwrap();
+    let second = store
+        .submit(request(vec![write("s", last_event(3, a_id), 1)]))
+        .await
+        .unwrap();
+    let (first, second) = futures::join!(first, second);
+    assert_eq!(first.unwrap().streams, heads(&[("s", 3)]));
+    assert_eq!(second.unwrap().streams, heads(&[("s", 4)]));
+}
+
+/// Early lock release with several writers (docs/adr/0002): a request is decided on the state a
+/// submitted one will produce; that one fails (another writer got there first) and the other
+/// writer's events bring the stream to the very version the second request expects. A version
+/// alone would accept the second request, decided on events that were never written; the
+/// expected last event refuses it.
+pub async fn an_append_following_a_submitted_one_that_failed_is_refused_whatever_the_version(
+    store: &impl EventStore,
+) {
+    store
+        .append(request(vec![write("hot", NoStream, 1)]))
+        .await
+        .unwrap();
+    // Another writer appends first: version 1.
+    store
+        .append(request(vec![write("hot", Exact(0), 1)]))
+        .await
+        .unwrap();
+    // This writer, still believing version 0, submits A, then B decided on A's result.
+    let a = write("hot", Exact(0), 1);
+    let a_id = a.events[0].event_id;
+    let a = store.submit(request(vec![a])).await.unwrap();
+    let b = store
+        .submit(request(vec![write("hot", last_event(1, a_id), 1)]))
+        .await
+        .unwrap();
+    let (a, b) = futures::join!(a, b);
+    assert_conflict(a, "hot", Exact(0), Some(1));
+    assert_conflict(b, "hot", last_event(1, a_id), Some(1));
+    assert_eq!(store.stream_version("hot").await.unwrap(), Some(1));
 }
 
 pub async fn a_conflict_on_one_stream_writes_nothing_on_the_others(store: &impl EventStore) {
