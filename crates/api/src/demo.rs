@@ -46,8 +46,9 @@ pub struct DemoConfig {
     pub seed: u64,
     /// Commands in flight at once.
     pub concurrency: usize,
-    /// True when nothing else writes to the store meanwhile (the embedded store): lets the
-    /// command service release its locks before the fsync (see `commands`).
+    /// True when nothing else writes to the store meanwhile (the embedded store); false on a
+    /// shared store, where appends expect the last events they were decided on (see
+    /// `commands`, "Several writers").
     pub only_writer: bool,
 }
 
@@ -783,7 +784,8 @@ pub async fn seed(
     let service = CommandService::with_clock(
         Arc::clone(&store),
         CommandConfig {
-            early_lock_release: config.only_writer,
+            early_lock_release: true,
+            shared_store: !config.only_writer,
             // The demo touches each stream a few times: no need to keep them warm for long.
             cache_catalog_bytes: 64 << 20,
             ..CommandConfig::default()

@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | event store | `<data_dir>/eventlog` (file log) | the `es_*` tables |
 //! | API store (keys, idempotency) | `<data_dir>/api.redb` | the `api_*` tables of the same database |
-//! | command service | early lock release (the only writer) | locks held until durable (other nodes write too) |
+//! | command service | early lock release (the only writer) | early lock release, appends expect their last events (other nodes write too) |
 //! | read models | `<data_dir>/projections` | `<data_dir>/projections` (each node keeps its own) |
 //!
 //! # Adding a part
@@ -51,7 +51,8 @@ pub struct NodeConfig {
     /// Use the PostgreSQL event and API stores at this URL instead of the embedded ones.
     pub database_url: Option<String>,
     pub http: HttpConfig,
-    /// `early_lock_release` is decided by the backend (see the module docs), whatever it says.
+    /// `early_lock_release` and `shared_store` are decided by the backend (see the module
+    /// docs), whatever it says.
     pub commands: CommandConfig,
     /// `EMPORIUM_BOOTSTRAP_KEY`: a key with every scope, seeded at start.
     pub bootstrap_key: Option<String>,
@@ -202,13 +203,16 @@ impl Node {
                 .map_err(std::io::Error::other)??;
                 // This process is the log's only writer (the directory is locked).
                 commands_config.early_lock_release = true;
+                commands_config.shared_store = false;
                 (Backend::Embedded(store), Arc::new(api_store))
             }
             Some(url) => {
                 let store = PostgresStore::connect(url).await?;
                 let api_store = PgApiStore::connect(url).await?;
-                // Other nodes append to the same streams (see `commands`).
-                commands_config.early_lock_release = false;
+                // Other nodes append to the same streams: appends expect the last event they
+                // were decided on (see `commands`, "Several writers").
+                commands_config.early_lock_release = true;
+                commands_config.shared_store = true;
                 (Backend::Postgres(store), Arc::new(api_store))
             }
         };

@@ -39,6 +39,9 @@ pub(crate) struct Cached {
     /// three products of a `PlaceOrder`) does not walk its tags and attributes again. `None`
     /// (a loaded state, or one a command changed): [`StateCache::put`] estimates it.
     pub charged: Option<usize>,
+    /// The id of the last event folded into the state, when known (not after a snapshot alone):
+    /// with other writers on the store, an append names it (`ExpectedVersion::LastEvent`).
+    pub last_event: Option<uuid::Uuid>,
 }
 
 const SHARDS: usize = 64;
@@ -89,7 +92,15 @@ impl Budgeted {
     }
 
     /// Puts the entry and returns what was evicted (or replaced), to be dropped by the caller.
-    fn put(&mut self, stream: StreamRef, mut cached: Cached, evicted: &mut Vec<Cached>) {
+    /// With `only_into_slot`, an entry whose slot is gone is not put but handed back in
+    /// `evicted` (see [`StateCache::put_back`]). Returns whether it was put.
+    fn put(
+        &mut self,
+        stream: StreamRef,
+        mut cached: Cached,
+        only_into_slot: bool,
+        evicted: &mut Vec<Cached>,
+    ) -> bool {
         let bytes = match cached.charged.take() {
             Some(bytes) => bytes,
             None => approx_bytes(&stream, &cached.state),
@@ -99,6 +110,10 @@ impl Budgeted {
                 self.bytes = self.bytes.saturating_sub(slot.bytes) + bytes;
                 slot.bytes = bytes;
                 evicted.extend(slot.cached.replace(cached));
+            }
+            None if only_into_slot => {
+                evicted.push(cached);
+                return false;
             }
             None => {
                 self.bytes += bytes;
@@ -124,6 +139,7 @@ impl Budgeted {
             self.bytes = self.bytes.saturating_sub(slot.bytes);
             evicted.extend(slot.cached);
         }
+        true
     }
 
     fn remove(&mut self, stream: &StreamRef) -> Option<Cached> {
@@ -181,13 +197,35 @@ impl StateCache {
     /// Puts an entry (back), as the most recently used; evicts the least recently used ones of
     /// the shard's budget for its kind until that is within its bytes.
     pub fn put(&self, stream: StreamRef, cached: Cached) {
+        self.put_as(stream, cached, false);
+    }
+
+    /// Puts back an entry that was [taken](StateCache::take), into its slot only.
+    ///
+    /// A slot that is gone was removed while the entry was out: by [`StateCache::remove`],
+    /// because an append that the state follows failed (so the state may hold events that were
+    /// never written), or by eviction. Either way the entry is dropped rather than put back as
+    /// a new one, and the stream is read from the store next time. Returns whether it was put.
+    pub fn put_back(&self, stream: StreamRef, cached: Cached) -> bool {
+        self.put_as(stream, cached, true)
+    }
+
+    fn put_as(&self, stream: StreamRef, cached: Cached, only_into_slot: bool) -> bool {
         let mut evicted = Vec::new();
-        {
+        let put = {
             let mut shard = self.shard(&stream).lock();
-            shard.of(&stream).put(stream, cached, &mut evicted);
-        }
+            shard
+                .of(&stream)
+                .put(stream, cached, only_into_slot, &mut evicted)
+        };
         // Dropped outside the shard's lock: a large state takes a while to free.
         drop(evicted);
+        put
+    }
+
+    /// Whether `stream` still has its slot (full, or empty while a command holds the entry).
+    pub fn has_slot(&self, stream: &StreamRef) -> bool {
+        self.shard(stream).lock().of(stream).lru.contains(stream)
     }
 
     pub fn remove(&self, stream: &StreamRef) {
@@ -335,6 +373,7 @@ mod tests {
             len: 1,
             snapshot_len: 0,
             charged: None,
+            last_event: None,
         }
     }
 
@@ -361,6 +400,7 @@ mod tests {
             len: 1,
             snapshot_len: 0,
             charged: None,
+            last_event: None,
         }
     }
 

@@ -17,7 +17,7 @@
 //!
 //! # Early lock release (docs/adr/0002-hot-skus-without-retry-storms.md)
 //!
-//! With [`CommandConfig::early_lock_release`] (the embedded store), step 4 is
+//! With [`CommandConfig::early_lock_release`] (both stores, set by `node`), step 4 is
 //! `EventStore::submit`: once the append is *sequenced* in the writer's queue the new states go
 //! into the cache and the locks are released; only then does the command await the durability
 //! of its append. The next command on a hot stream decides against the state this one will
@@ -26,13 +26,27 @@
 //! on them was sequenced after it and fails too (the embedded store poisons itself after a
 //! failed write; a state that never became durable gives expected versions that the store
 //! refuses). A stream missing from the cache is read from the store only once nothing is pending
-//! on it (see `locks`).
+//! on it (see `locks`), and a state taken from the cache goes back only into its slot, so that
+//! dropping an entry cannot be undone by a command that held it meanwhile.
 //!
-//! Early release is safe only when this process is the only writer of the store: with several
-//! writers (PostgreSQL, several nodes), a command decided on a pending append that then failed
-//! could be accepted if another node happened to bring the stream to the same version. So on
-//! PostgreSQL the locks are held until the append is durable (`early_lock_release: false`, set by
-//! `node`), and conflicts with other nodes are retried.
+//! # Several writers
+//!
+//! With [`CommandConfig::shared_store`] (PostgreSQL: other nodes append to the same streams), a
+//! version alone does not say which events a stream holds: a command decided on a pending
+//! append that then fails (another node wrote the stream first) expects a version that the
+//! other node's events may reach exactly, and would be accepted on events that were never
+//! written. So:
+//!
+//! - every write expects `ExpectedVersion::LastEvent`, the version *and* the id of the last
+//!   event its state folded (known for every state this process appended or read events of;
+//!   after a snapshot alone the state is durable and a version suffices). Only the append the
+//!   state followed can satisfy it; a chain of commands decided on a failed append fails as a
+//!   chain of conflicts, each retried on a state read from the store;
+//! - a state the command only reads (the products of a `PlaceOrder`), and every state a
+//!   rejection is decided on, is used only once it is durable: the command waits until nothing
+//!   is pending on its stripe, and retries if the append it followed failed (its cache slot is
+//!   gone: `Inner::durable`). These are rare (a product changing during a sale; a sold-out
+//!   SKU), so the hot path keeps the pipelining.
 //!
 //! # Conflicts
 //!
@@ -64,9 +78,8 @@
 //!   what must follow it (the pending count of its stripes, dropping its cache entries if it
 //!   fails, its snapshots) is owned by a `Landing`, which finishes on a task of its own if it is
 //!   dropped before the append is durable.
-//! - Without it (PostgreSQL: the locks are held until the append is durable, and the backend's
-//!   append is a transaction on a pooled connection) the command runs on its own task, so that it
-//!   is decided, appended and cached as usual.
+//! - Without it (locks held until the append is durable) the command runs on its own task, so
+//!   that it is decided, appended and cached as usual.
 //!
 //! # A retried command whose first run was appended
 //!
@@ -127,8 +140,13 @@ pub struct CommandConfig {
     /// Runs of a command in all when the store reports a conflict.
     pub attempts_max: u32,
     /// Release the stream locks once the append is sequenced rather than durable (see the
-    /// module docs): only when this process is the store's only writer.
+    /// module docs).
     pub early_lock_release: bool,
+    /// Other processes append to the same store (PostgreSQL, several nodes). An append then
+    /// expects the last event it was decided on, not only its version, and with early lock
+    /// release a state is trusted for what the command only reads, or for a rejection, only
+    /// once durable (module docs, "Several writers").
+    pub shared_store: bool,
     /// The reservation time of an order that does not name one.
     pub reservation_ttl_default: Duration,
 }
@@ -144,6 +162,7 @@ impl Default for CommandConfig {
             snapshots_in_flight_max: 4,
             attempts_max: 5,
             early_lock_release: true,
+            shared_store: false,
             reservation_ttl_default: Duration::from_secs(15 * 60),
         }
     }
@@ -370,23 +389,28 @@ struct Taken {
     lens: BTreeMap<StreamRef, Lens>,
 }
 
-/// The fields of a [`Cached`] besides its state.
+/// The fields of a [`Cached`] besides its state, and where it came from.
 #[derive(Clone, Copy)]
 struct Lens {
     len: u64,
     snapshot_len: u64,
     /// `None` once the command changed the state (see [`Cached::charged`]).
     charged: Option<usize>,
+    last_event: Option<Uuid>,
+    /// Taken from the cache (it goes back into its slot only), not read from the store.
+    from_cache: bool,
 }
 
 impl Taken {
-    fn insert(&mut self, stream: StreamRef, cached: Cached) {
+    fn insert(&mut self, stream: StreamRef, cached: Cached, from_cache: bool) {
         self.lens.insert(
             stream.clone(),
             Lens {
                 len: cached.len,
                 snapshot_len: cached.snapshot_len,
                 charged: cached.charged,
+                last_event: cached.last_event,
+                from_cache,
             },
         );
         self.loaded.insert(stream, cached.state);
@@ -458,23 +482,48 @@ impl Inner {
         }
     }
 
-    /// Takes the cached state of `stream`, or loads it from the store.
-    async fn take_or_load(&self, stream: &StreamRef) -> Result<Cached, AttemptError> {
+    /// Takes the cached state of `stream` (`true`), or loads it from the store (`false`).
+    async fn take_or_load(&self, stream: &StreamRef) -> Result<(Cached, bool), AttemptError> {
         if let Some(cached) = self.cache.take(stream) {
-            return Ok(cached);
+            return Ok((cached, true));
         }
         self.locks.wait_drained(stream).await;
-        Ok(self.load(stream).await?)
+        Ok((self.load(stream).await?, false))
     }
 
     /// [`Inner::take_or_load`] for each of `streams` (whose locks the caller holds).
     async fn take_all(&self, streams: &[StreamRef]) -> Result<Taken, AttemptError> {
         let mut taken = Taken::default();
         for stream in streams {
-            let cached = self.take_or_load(stream).await?;
-            taken.insert(stream.clone(), cached);
+            let (cached, from_cache) = self.take_or_load(stream).await?;
+            taken.insert(stream.clone(), cached, from_cache);
         }
         Ok(taken)
+    }
+
+    /// With early lock release on a shared store: waits until the cached states of `streams`
+    /// (the caller holds their locks) are durable, and fails the attempt as a conflict if one
+    /// of them turned out to follow an append that failed (module docs, "Several writers").
+    ///
+    /// A state taken from the cache may follow an append that is still pending. When one fails,
+    /// its landing removes its streams' slots from the cache *before* it stops counting as
+    /// pending (`Landing::land`), so once a stream's stripe has drained, a slot that is still
+    /// there means that every append its state follows was written.
+    async fn durable(&self, taken: &Taken, streams: &[&StreamRef]) -> Result<(), AttemptError> {
+        for stream in streams {
+            let Some(lens) = taken.lens.get(*stream) else {
+                continue;
+            };
+            if !lens.from_cache {
+                // Read from the store: durable.
+                continue;
+            }
+            self.locks.wait_drained(stream).await;
+            if !self.cache.has_slot(stream) {
+                return Err(AttemptError::Conflict(stream.to_string()));
+            }
+        }
+        Ok(())
     }
 
     /// The state of `stream` from the store: the latest snapshot, then the events after it.
@@ -494,6 +543,7 @@ impl Inner {
                 len: 0,
                 snapshot_len: 0,
                 charged: None,
+                last_event: None,
             });
         };
         let snapshot = if head >= self.config.snapshot_every_events {
@@ -509,6 +559,7 @@ impl Inner {
             None => (stream.initial_state(), 0),
         };
         let snapshot_len = len;
+        let mut last_event = None;
         loop {
             let events = self
                 .store
@@ -531,6 +582,7 @@ impl Inner {
                     .evolve(&event)
                     .map_err(|e| CommandError::Internal(e.to_string()))?;
                 len += 1;
+                last_event = Some(recorded.event_id);
             }
             if page < READ_PAGE_EVENTS {
                 break;
@@ -541,6 +593,7 @@ impl Inner {
             len,
             snapshot_len,
             charged: None,
+            last_event,
         };
         if len - snapshot_len >= self.snapshot_due_after(&cached.state)
             && let Some(pending) = self.prepare_snapshot(stream, &cached.state, len)
@@ -616,21 +669,32 @@ fn spawn_snapshot(store: &Arc<dyn EventStore>, pending: PendingSnapshot) {
 }
 
 impl Inner {
+    /// Puts the states a command holds back into the cache: a state taken from the cache only
+    /// into its slot (see `StateCache::put_back`), a state read from the store as a new entry.
     fn put_back(&self, taken: Taken) {
         let Taken { loaded, lens } = taken;
         for (stream, state) in loaded.into_inner() {
             if let Some(lens) = lens.get(&stream) {
-                self.cache.put(
-                    stream,
-                    Cached {
-                        state,
-                        len: lens.len,
-                        snapshot_len: lens.snapshot_len,
-                        charged: lens.charged,
-                    },
-                );
+                let cached = Cached {
+                    state,
+                    len: lens.len,
+                    snapshot_len: lens.snapshot_len,
+                    charged: lens.charged,
+                    last_event: lens.last_event,
+                };
+                if lens.from_cache {
+                    self.cache.put_back(stream, cached);
+                } else {
+                    self.cache.put(stream, cached);
+                }
             }
         }
+    }
+
+    /// Whether states may follow appends that are not durable yet while other writers write
+    /// the store (module docs, "Several writers").
+    fn speculative_on_shared_store(&self) -> bool {
+        self.config.early_lock_release && self.config.shared_store
     }
 
     /// One run: lock, load, decide, append.
@@ -677,6 +741,11 @@ impl Inner {
             Ok(decision) => decision,
             Err(error) => {
                 let streams: Vec<StreamRef> = taken.lens.keys().cloned().collect();
+                if self.speculative_on_shared_store() {
+                    // A rejection is an answer too: never on a state that may not be written.
+                    self.durable(&taken, &streams.iter().collect::<Vec<_>>())
+                        .await?;
+                }
                 self.put_back(taken);
                 drop(locks);
                 if let Some(command_id) = &ctx.command_id
@@ -699,10 +768,24 @@ impl Inner {
             api_key_id: ctx.api_key_id.clone(),
             recorded_at_micros: now.as_micros(),
         };
+        if self.speculative_on_shared_store() {
+            // What the command reads without writing must be durable; what it writes is
+            // guarded by the expected last events below.
+            let read_only: Vec<&StreamRef> = taken
+                .lens
+                .keys()
+                .filter(|s| !decision.writes.iter().any(|w| &w.stream == *s))
+                .collect();
+            self.durable(&taken, &read_only).await?;
+        }
         let mut writes = Vec::with_capacity(decision.writes.len());
+        let mut last_events = Vec::with_capacity(decision.writes.len());
         let mut event_count = 0;
         for write in &decision.writes {
-            let Some(&Lens { len, .. }) = taken.lens.get(&write.stream) else {
+            let Some(&Lens {
+                len, last_event, ..
+            }) = taken.lens.get(&write.stream)
+            else {
                 return Err(internal(format!(
                     "{} wrote {} without reading it",
                     command.name(),
@@ -720,11 +803,17 @@ impl Inner {
                 });
             }
             event_count += events.len();
+            last_events.push(events.last().map(|e| e.event_id));
             writes.push(StreamWrite {
                 stream: write.stream.to_string(),
-                expected: match len.checked_sub(1) {
-                    None => ExpectedVersion::NoStream,
-                    Some(version) => ExpectedVersion::Exact(version),
+                expected: match (len.checked_sub(1), last_event) {
+                    (None, _) => ExpectedVersion::NoStream,
+                    // Another node may bring the stream to this version with other events
+                    // (module docs, "Several writers").
+                    (Some(version), Some(event_id)) if self.config.shared_store => {
+                        ExpectedVersion::LastEvent { version, event_id }
+                    }
+                    (Some(version), _) => ExpectedVersion::Exact(version),
                 },
                 events,
             });
@@ -738,11 +827,12 @@ impl Inner {
         taken.loaded.apply(&decision).map_err(internal)?;
         let written: Vec<StreamRef> = decision.writes.iter().map(|w| w.stream.clone()).collect();
         let mut snapshots = Vec::new();
-        for write in &decision.writes {
+        for (write, last_event) in decision.writes.iter().zip(last_events) {
             let Some(lens) = taken.lens.get_mut(&write.stream) else {
                 continue;
             };
             lens.len += write.events.len() as u64;
+            lens.last_event = last_event;
             // The state changed: the cache estimates its bytes again.
             lens.charged = None;
             let Lens {

@@ -34,6 +34,28 @@ pub struct Probe {
     pub snapshot_loads: AtomicUsize,
     /// While set, every submitted append resolves to an I/O error (nothing written).
     pub fail_appends: AtomicBool,
+    /// While `Some`, submitted appends are held here, in order, unseen by the store
+    /// ([`Probe::hold`], [`ProbedStore::release`]).
+    held: Mutex<Option<Vec<HeldAppend>>>,
+}
+
+/// An append submitted while the probe holds them, and where its outcome goes.
+type HeldAppend = (
+    AppendRequest,
+    tokio::sync::oneshot::Sender<Result<AppendOutcome, StoreError>>,
+);
+
+impl Probe {
+    /// Holds every append submitted from now on (sequenced, not yet seen by the store): as if
+    /// this node's writer were slow, so that commands are decided on appends still pending.
+    pub fn hold(&self) {
+        *self.held.lock() = Some(Vec::new());
+    }
+
+    /// How many appends are held.
+    pub fn held(&self) -> usize {
+        self.held.lock().as_ref().map_or(0, Vec::len)
+    }
 }
 
 pub struct ProbedStore {
@@ -50,6 +72,22 @@ impl ProbedStore {
         };
         (Arc::new(store), probe)
     }
+
+    /// Stops holding: submits the held appends to `inner` (the store `wrap` was given), in the
+    /// order they were submitted, and hands each its outcome.
+    pub async fn release(inner: &Arc<dyn EventStore>, probe: &Probe) {
+        let held = probe.held.lock().take().unwrap_or_default();
+        for (request, reply) in held {
+            let ticket = inner.submit(request).await;
+            tokio::spawn(async move {
+                let outcome = match ticket {
+                    Ok(ticket) => ticket.await,
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(outcome);
+            });
+        }
+    }
 }
 
 #[async_trait]
@@ -62,6 +100,13 @@ impl EventStore for ProbedStore {
         if self.probe.fail_appends.load(Ordering::SeqCst) {
             return Ok(Box::pin(async {
                 Err(StoreError::Io(std::io::Error::other("injected failure")))
+            }));
+        }
+        if let Some(held) = self.probe.held.lock().as_mut() {
+            let (reply, outcome) = tokio::sync::oneshot::channel();
+            held.push((request, reply));
+            return Ok(Box::pin(async move {
+                outcome.await.unwrap_or(Err(StoreError::Closed))
             }));
         }
         self.inner.submit(request).await
@@ -596,14 +641,30 @@ async fn a_conflict_with_another_node_is_retried_with_fresh_state_postgres() {
 
 #[tokio::test]
 async fn two_nodes_on_postgres_never_oversell_a_hot_sku() {
-    let Some(db) = pg_database().await else {
-        return;
-    };
-    let config = CommandConfig {
-        early_lock_release: false,
+    two_nodes_on_postgres_sell_a_hot_sku(CommandConfig {
+        early_lock_release: true,
+        shared_store: true,
         // Two nodes hammering one stream: give the losers room.
         attempts_max: 50,
         ..CommandConfig::default()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_postgres_holding_their_locks_never_oversell_a_hot_sku() {
+    two_nodes_on_postgres_sell_a_hot_sku(CommandConfig {
+        early_lock_release: false,
+        shared_store: true,
+        attempts_max: 50,
+        ..CommandConfig::default()
+    })
+    .await;
+}
+
+async fn two_nodes_on_postgres_sell_a_hot_sku(config: CommandConfig) {
+    let Some(db) = pg_database().await else {
+        return;
     };
     let mut nodes = Vec::new();
     for _ in 0..2 {
@@ -642,6 +703,174 @@ async fn two_nodes_on_postgres_never_oversell_a_hot_sku() {
         }
     }
     assert_eq!(sold, 40);
+}
+
+/// Two nodes on one PostgreSQL store, the first with early lock release: it decides X on its
+/// cached stock state and Y on the state X will produce, both still pending (its writer is
+/// slow: the probe holds them), while the second node sells the whole stock. X then fails, and
+/// the stream stands at exactly the version Y expects. Returns the units the log reserves of
+/// the 2 received, and how the two orders of the first node ended.
+async fn a_chain_decided_on_an_append_that_fails(
+    shared_store: bool,
+) -> Option<(u64, Vec<Result<CommandOutcome, CommandError>>)> {
+    let db = pg_database().await?;
+    let connect = || async {
+        let store: Arc<dyn EventStore> = Arc::new(
+            emporium_eventstore::PostgresStore::connect(&db.url)
+                .await
+                .unwrap(),
+        );
+        store
+    };
+    let raw_a = connect().await;
+    let (store_a, probe) = ProbedStore::wrap(Arc::clone(&raw_a));
+    let config = CommandConfig {
+        early_lock_release: true,
+        shared_store,
+        ..CommandConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(T0));
+    let node_a = CommandService::with_clock(Arc::clone(&store_a), config.clone(), clock.clone());
+    let node_b = CommandService::with_clock(connect().await, config, clock);
+    let ctx = CommandContext::default;
+    node_a.execute(product("A", 100), ctx()).await.unwrap();
+    node_a
+        .execute(receive("A", "berlin", 2), ctx())
+        .await
+        .unwrap();
+    // node_a's cached stock-A: 2 available, version 0. node_b sells both: version 1.
+    node_b
+        .execute(place(order_id(), &[("A", 2)]), ctx())
+        .await
+        .unwrap();
+
+    probe.hold();
+    let x = {
+        let node = node_a.clone();
+        tokio::spawn(async move { node.execute(place(order_id(), &[("A", 1)]), ctx()).await })
+    };
+    while probe.held() < 1 {
+        tokio::task::yield_now().await;
+    }
+    // Decided on X's state (1 available), expecting version 1.
+    let y = {
+        let node = node_a.clone();
+        tokio::spawn(async move { node.execute(place(order_id(), &[("A", 1)]), ctx()).await })
+    };
+    while probe.held() < 2 {
+        tokio::task::yield_now().await;
+    }
+    ProbedStore::release(&raw_a, &probe).await;
+    let ends = vec![x.await.unwrap(), y.await.unwrap()];
+
+    let mut reserved = 0;
+    for event in raw_a.read_stream("stock-A", 0, usize::MAX).await.unwrap() {
+        if let Ok(Event::Stock(emporium_domain::StockEvent::Reserved(e))) =
+            emporium_domain::decode(&event.event_type, &event.payload)
+        {
+            reserved += e.allocations.iter().map(|a| a.quantity).sum::<u64>();
+        }
+    }
+    Some((reserved, ends))
+}
+
+#[tokio::test]
+async fn with_early_lock_release_on_postgres_a_chain_decided_on_a_failed_append_is_retried() {
+    let Some((reserved, ends)) = a_chain_decided_on_an_append_that_fails(true).await else {
+        return;
+    };
+    assert_eq!(reserved, 2, "the log reserves exactly the stock received");
+    // Both were retried on the stock as written, and found nothing left.
+    for end in ends {
+        then_rejected(end, "insufficient-stock");
+    }
+}
+
+/// The same interleaving with expected versions alone: the hazard the expected last events
+/// exist for is real (this is what `shared_store: false` must never be used for).
+#[tokio::test]
+async fn without_expected_last_events_the_same_chain_oversells() {
+    let Some((reserved, ends)) = a_chain_decided_on_an_append_that_fails(false).await else {
+        return;
+    };
+    assert_eq!(
+        reserved, 3,
+        "Y was accepted on X's state, which was never written"
+    );
+    assert!(ends[1].is_ok());
+}
+
+/// A state a command only reads is used once durable: node A changes a product's price (held:
+/// still pending) and an order is decided on the new price; node B discontinues the product
+/// meanwhile, so the price change fails. The order must not be accepted on a product state that
+/// was never written.
+#[tokio::test]
+async fn on_postgres_an_order_is_not_accepted_on_a_product_change_that_failed() {
+    let Some(db) = pg_database().await else {
+        return;
+    };
+    let connect = || async {
+        let store: Arc<dyn EventStore> = Arc::new(
+            emporium_eventstore::PostgresStore::connect(&db.url)
+                .await
+                .unwrap(),
+        );
+        store
+    };
+    let raw_a = connect().await;
+    let (store_a, probe) = ProbedStore::wrap(Arc::clone(&raw_a));
+    let config = CommandConfig {
+        early_lock_release: true,
+        shared_store: true,
+        ..CommandConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(T0));
+    let node_a = CommandService::with_clock(store_a, config.clone(), clock.clone());
+    let node_b = CommandService::with_clock(connect().await, config, clock);
+    let ctx = CommandContext::default;
+    node_a.execute(product("A", 100), ctx()).await.unwrap();
+    node_a
+        .execute(receive("A", "berlin", 5), ctx())
+        .await
+        .unwrap();
+
+    probe.hold();
+    let reprice = {
+        let node = node_a.clone();
+        tokio::spawn(async move {
+            let change = Command::from(emporium_domain::ChangePrice {
+                sku: "A".into(),
+                price: MoneyInput::new(200, "USD"),
+            });
+            node.execute(change, ctx()).await
+        })
+    };
+    while probe.held() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let order = {
+        let node = node_a.clone();
+        tokio::spawn(async move { node.execute(place(order_id(), &[("A", 1)]), ctx()).await })
+    };
+    // The order waits for the price change to be durable; it has taken the product's state.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!order.is_finished());
+    let discontinue = Command::from(emporium_domain::DiscontinueProduct { sku: "A".into() });
+    node_b.execute(discontinue, ctx()).await.unwrap();
+    ProbedStore::release(&raw_a, &probe).await;
+
+    then_rejected(reprice.await.unwrap(), "product-discontinued");
+    then_rejected(order.await.unwrap(), "product-discontinued");
+    let orders = raw_a
+        .read_all(0, &ReadFilter::default(), usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type.starts_with("OrderPlaced"))
+        .count();
+    assert_eq!(orders, 0);
 }
 
 #[tokio::test]
