@@ -705,6 +705,64 @@ async fn two_nodes_on_postgres_sell_a_hot_sku(config: CommandConfig) {
     assert_eq!(sold, 40);
 }
 
+/// Two nodes on one fresh PostgreSQL database, both with early lock release; the first writes
+/// through a probe that can hold its appends (as if its writer were slow).
+struct TwoNodes {
+    /// The first node's store, unprobed (where held appends go, and where the test reads).
+    raw_a: Arc<dyn EventStore>,
+    probe: Arc<Probe>,
+    node_a: CommandService,
+    node_b: CommandService,
+    _db: crate::support::PgDatabase,
+}
+
+impl TwoNodes {
+    async fn start(shared_store: bool) -> Option<TwoNodes> {
+        let db = pg_database().await?;
+        let connect = || async {
+            let store: Arc<dyn EventStore> = Arc::new(
+                emporium_eventstore::PostgresStore::connect(&db.url)
+                    .await
+                    .unwrap(),
+            );
+            store
+        };
+        let raw_a = connect().await;
+        let (store_a, probe) = ProbedStore::wrap(Arc::clone(&raw_a));
+        let config = CommandConfig {
+            early_lock_release: true,
+            shared_store,
+            ..CommandConfig::default()
+        };
+        let clock = Arc::new(ManualClock::new(T0));
+        let node_a = CommandService::with_clock(store_a, config.clone(), clock.clone());
+        let node_b = CommandService::with_clock(connect().await, config, clock);
+        Some(TwoNodes {
+            raw_a,
+            probe,
+            node_a,
+            node_b,
+            _db: db,
+        })
+    }
+
+    /// Runs `command` on the first node in a task of its own, and returns once its append is
+    /// held (the probe must be holding).
+    async fn held_on_a(
+        &self,
+        command: Command,
+    ) -> tokio::task::JoinHandle<Result<CommandOutcome, CommandError>> {
+        let held = self.probe.held();
+        let node = self.node_a.clone();
+        let task =
+            tokio::spawn(async move { node.execute(command, CommandContext::default()).await });
+        while self.probe.held() <= held {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+}
+
 /// Two nodes on one PostgreSQL store, the first with early lock release: it decides X on its
 /// cached stock state and Y on the state X will produce, both still pending (its writer is
 /// slow: the probe holds them), while the second node sells the whole stock. X then fails, and
@@ -713,58 +771,39 @@ async fn two_nodes_on_postgres_sell_a_hot_sku(config: CommandConfig) {
 async fn a_chain_decided_on_an_append_that_fails(
     shared_store: bool,
 ) -> Option<(u64, Vec<Result<CommandOutcome, CommandError>>)> {
-    let db = pg_database().await?;
-    let connect = || async {
-        let store: Arc<dyn EventStore> = Arc::new(
-            emporium_eventstore::PostgresStore::connect(&db.url)
-                .await
-                .unwrap(),
-        );
-        store
-    };
-    let raw_a = connect().await;
-    let (store_a, probe) = ProbedStore::wrap(Arc::clone(&raw_a));
-    let config = CommandConfig {
-        early_lock_release: true,
-        shared_store,
-        ..CommandConfig::default()
-    };
-    let clock = Arc::new(ManualClock::new(T0));
-    let node_a = CommandService::with_clock(Arc::clone(&store_a), config.clone(), clock.clone());
-    let node_b = CommandService::with_clock(connect().await, config, clock);
+    let nodes = TwoNodes::start(shared_store).await?;
     let ctx = CommandContext::default;
-    node_a.execute(product("A", 100), ctx()).await.unwrap();
-    node_a
+    nodes
+        .node_a
+        .execute(product("A", 100), ctx())
+        .await
+        .unwrap();
+    nodes
+        .node_a
         .execute(receive("A", "berlin", 2), ctx())
         .await
         .unwrap();
     // node_a's cached stock-A: 2 available, version 0. node_b sells both: version 1.
-    node_b
+    nodes
+        .node_b
         .execute(place(order_id(), &[("A", 2)]), ctx())
         .await
         .unwrap();
 
-    probe.hold();
-    let x = {
-        let node = node_a.clone();
-        tokio::spawn(async move { node.execute(place(order_id(), &[("A", 1)]), ctx()).await })
-    };
-    while probe.held() < 1 {
-        tokio::task::yield_now().await;
-    }
+    nodes.probe.hold();
+    let x = nodes.held_on_a(place(order_id(), &[("A", 1)])).await;
     // Decided on X's state (1 available), expecting version 1.
-    let y = {
-        let node = node_a.clone();
-        tokio::spawn(async move { node.execute(place(order_id(), &[("A", 1)]), ctx()).await })
-    };
-    while probe.held() < 2 {
-        tokio::task::yield_now().await;
-    }
-    ProbedStore::release(&raw_a, &probe).await;
+    let y = nodes.held_on_a(place(order_id(), &[("A", 1)])).await;
+    ProbedStore::release(&nodes.raw_a, &nodes.probe).await;
     let ends = vec![x.await.unwrap(), y.await.unwrap()];
 
     let mut reserved = 0;
-    for event in raw_a.read_stream("stock-A", 0, usize::MAX).await.unwrap() {
+    for event in nodes
+        .raw_a
+        .read_stream("stock-A", 0, usize::MAX)
+        .await
+        .unwrap()
+    {
         if let Ok(Event::Stock(emporium_domain::StockEvent::Reserved(e))) =
             emporium_domain::decode(&event.event_type, &event.payload)
         {
@@ -806,50 +845,30 @@ async fn without_expected_last_events_the_same_chain_oversells() {
 /// was never written.
 #[tokio::test]
 async fn on_postgres_an_order_is_not_accepted_on_a_product_change_that_failed() {
-    let Some(db) = pg_database().await else {
+    let Some(nodes) = TwoNodes::start(true).await else {
         return;
     };
-    let connect = || async {
-        let store: Arc<dyn EventStore> = Arc::new(
-            emporium_eventstore::PostgresStore::connect(&db.url)
-                .await
-                .unwrap(),
-        );
-        store
-    };
-    let raw_a = connect().await;
-    let (store_a, probe) = ProbedStore::wrap(Arc::clone(&raw_a));
-    let config = CommandConfig {
-        early_lock_release: true,
-        shared_store: true,
-        ..CommandConfig::default()
-    };
-    let clock = Arc::new(ManualClock::new(T0));
-    let node_a = CommandService::with_clock(store_a, config.clone(), clock.clone());
-    let node_b = CommandService::with_clock(connect().await, config, clock);
     let ctx = CommandContext::default;
-    node_a.execute(product("A", 100), ctx()).await.unwrap();
-    node_a
+    nodes
+        .node_a
+        .execute(product("A", 100), ctx())
+        .await
+        .unwrap();
+    nodes
+        .node_a
         .execute(receive("A", "berlin", 5), ctx())
         .await
         .unwrap();
 
-    probe.hold();
-    let reprice = {
-        let node = node_a.clone();
-        tokio::spawn(async move {
-            let change = Command::from(emporium_domain::ChangePrice {
-                sku: "A".into(),
-                price: MoneyInput::new(200, "USD"),
-            });
-            node.execute(change, ctx()).await
-        })
-    };
-    while probe.held() < 1 {
-        tokio::task::yield_now().await;
-    }
+    nodes.probe.hold();
+    let reprice = nodes
+        .held_on_a(Command::from(emporium_domain::ChangePrice {
+            sku: "A".into(),
+            price: MoneyInput::new(200, "USD"),
+        }))
+        .await;
     let order = {
-        let node = node_a.clone();
+        let node = nodes.node_a.clone();
         tokio::spawn(async move { node.execute(place(order_id(), &[("A", 1)]), ctx()).await })
     };
     // The order waits for the price change to be durable; it has taken the product's state.
@@ -858,12 +877,13 @@ async fn on_postgres_an_order_is_not_accepted_on_a_product_change_that_failed() 
     }
     assert!(!order.is_finished());
     let discontinue = Command::from(emporium_domain::DiscontinueProduct { sku: "A".into() });
-    node_b.execute(discontinue, ctx()).await.unwrap();
-    ProbedStore::release(&raw_a, &probe).await;
+    nodes.node_b.execute(discontinue, ctx()).await.unwrap();
+    ProbedStore::release(&nodes.raw_a, &nodes.probe).await;
 
     then_rejected(reprice.await.unwrap(), "product-discontinued");
     then_rejected(order.await.unwrap(), "product-discontinued");
-    let orders = raw_a
+    let orders = nodes
+        .raw_a
         .read_all(0, &ReadFilter::default(), usize::MAX)
         .await
         .unwrap()
