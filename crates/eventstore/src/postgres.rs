@@ -33,8 +33,9 @@ use uuid::Uuid;
 
 use crate::follow::{self, Scan, Source};
 use crate::{
-    AppendOutcome, AppendRequest, AppendTicket, EventStore, Metadata, Position, ReadFilter,
-    RecordedEvent, Snapshot, StoreError, StreamHead, StreamVersion, Subscription, validate_request,
+    AppendOutcome, AppendRequest, AppendTicket, EventStore, ExpectedVersion, Metadata, Position,
+    ReadFilter, RecordedEvent, Snapshot, StoreError, StreamHead, StreamVersion, Subscription,
+    validate_request,
 };
 
 const NOTIFY_CHANNEL: &str = "emporium_eventstore";
@@ -508,6 +509,39 @@ async fn commit_group(
         .await?;
         for (id, outcome, base) in rows {
             known.insert(id, decode_outcome(outcome, base));
+        }
+    }
+
+    // `es_streams.last_event_id` is a copy, kept by this code's appends only: NULL on rows
+    // written before migration 20261207000001, and left behind by a node still running an
+    // older binary (a rolling upgrade). Where an expected last event disagrees with it at the
+    // expected version, the event itself decides (a statement after the row locks: it sees
+    // every commit before them). A real conflict pays this round trip; an agreeing copy does not.
+    let mut unsure: Vec<(&str, i64)> = Vec::new();
+    for write in requests.iter().flat_map(|r| &r.writes) {
+        if let ExpectedVersion::LastEvent { version, event_id } = write.expected
+            && let Some(&(stored_version, stored_id)) = stored.get(&write.stream)
+            && stored_version == to_i64(version)
+            && stored_id != Some(event_id)
+        {
+            unsure.push((write.stream.as_str(), stored_version));
+        }
+    }
+    if !unsure.is_empty() {
+        let (streams, versions): (Vec<&str>, Vec<i64>) = unsure.into_iter().unzip();
+        let events: Vec<(String, Uuid)> = sqlx::query_as(
+            "SELECT e.stream_id, e.event_id FROM es_events e \
+             JOIN UNNEST($1::text[], $2::bigint[]) AS u(stream_id, version) \
+             ON e.stream_id = u.stream_id AND e.version = u.version",
+        )
+        .bind(&streams)
+        .bind(&versions)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (stream, event_id) in events {
+            if let Some(entry) = stored.get_mut(&stream) {
+                entry.1 = Some(event_id);
+            }
         }
     }
 

@@ -76,6 +76,56 @@ async fn stream_does_not_skip_events_when_writers_commit_out_of_order() {
     .await;
 }
 
+/// `es_streams.last_event_id` is only a copy: NULL on rows from before its migration, stale
+/// where a node on an older binary appended. An expected last event is then decided by the
+/// event itself, neither refused for the copy nor accepted by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expected_last_event_is_checked_against_the_event_when_the_copy_disagrees() {
+    run_postgres(|store| async move {
+        let first = write("s", ExpectedVersion::NoStream, 1);
+        let first_id = first.events[0].event_id;
+        store.append(request(vec![first])).await.unwrap();
+        let copy = |id: Option<uuid::Uuid>| {
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query("UPDATE es_streams SET last_event_id = $1 WHERE stream_id = 's'")
+                    .bind(id)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        };
+        let last_event = |version, event_id| ExpectedVersion::LastEvent { version, event_id };
+
+        copy(None).await;
+        let second = write("s", last_event(0, first_id), 1);
+        let second_id = second.events[0].event_id;
+        store.append(request(vec![second])).await.unwrap();
+
+        copy(Some(first_id)).await;
+        let other = uuid::Uuid::now_v7();
+        let refused = store
+            .append(request(vec![write("s", last_event(1, other), 1)]))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::Conflict {
+                    actual: Some(1),
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        let third = store
+            .append(request(vec![write("s", last_event(1, second_id), 1)]))
+            .await
+            .unwrap();
+        assert_eq!(third.streams[0].version, 2);
+    })
+    .await;
+}
+
 /// Several nodes (stores with their own pools and writer tasks) on one database: the race test
 /// of the conformance suite with its appends spread over four nodes, so that transactions of
 /// different writers really race in PostgreSQL.
