@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::ops::Bound;
 
+use compact_str::CompactString;
 use emporium_domain::{Event, ProductEvent, ProductStatus};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
@@ -305,7 +306,9 @@ fn fold_events(
         let Event::Product(product_event) = decode_event(event)? else {
             continue;
         };
-        let sku = product_sku(&product_event);
+        // Inline (a SKU fits): the event moves into the row below.
+        let sku = CompactString::from(product_sku(&product_event));
+        let sku = sku.as_str();
         // Looked up by `&str` first: the key is allocated only for a row new to the fold.
         let entry = match fold.touched.get_mut(sku) {
             Some(entry) => entry,
@@ -322,7 +325,7 @@ fn fold_events(
             }
         };
         let before = entry.bytes(sku);
-        self::fold(&mut entry.row, &product_event, event);
+        self::fold(&mut entry.row, product_event, event);
         // `before` is part of the total.
         fold.bytes = fold.bytes.saturating_sub(before) + entry.bytes(sku);
     }
@@ -420,15 +423,17 @@ fn product_sku(event: &ProductEvent) -> &str {
 }
 
 /// The catalog's fold (the same as the Product aggregate's `evolve`, into a [`ProductRow`]).
-fn fold(row: &mut Option<ProductRow>, event: &ProductEvent, recorded: &RecordedEvent) {
+/// The catalog's fold of a product event. It takes the event: its strings, tags and attributes
+/// move into the row (cloning them was a tenth of a rebuild's catalog thread).
+fn fold(row: &mut Option<ProductRow>, event: ProductEvent, recorded: &RecordedEvent) {
     if let ProductEvent::Created(e) = event {
         *row = Some(ProductRow {
             sku: e.sku.to_string(),
-            name: e.name.clone(),
-            description: e.description.clone(),
+            name: e.name,
+            description: e.description,
             category: e.category.to_string(),
-            tags: e.tags.clone(),
-            attributes: e.attributes.clone(),
+            tags: e.tags,
+            attributes: e.attributes,
             price_minor: e.price.amount_minor,
             currency: e.price.currency.to_string(),
             status: ProductStatus::Active,
@@ -450,11 +455,11 @@ fn fold(row: &mut Option<ProductRow>, event: &ProductEvent, recorded: &RecordedE
     match event {
         ProductEvent::Created(_) => {}
         ProductEvent::DetailsUpdated(e) => {
-            row.name.clone_from(&e.name);
-            row.description.clone_from(&e.description);
+            row.name = e.name;
+            row.description = e.description;
             row.category = e.category.to_string();
-            row.tags.clone_from(&e.tags);
-            row.attributes.clone_from(&e.attributes);
+            row.tags = e.tags;
+            row.attributes = e.attributes;
             row.updated_at_micros = e.at.as_micros();
         }
         ProductEvent::PriceChanged(e) => {

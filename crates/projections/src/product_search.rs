@@ -272,14 +272,15 @@ pub(crate) fn clamp_available(units: u64) -> i64 {
 }
 
 /// The document a product's creation makes, with `available` units: the one rule for the live
-/// fold and the bulk one (`search_bulk.rs`).
-pub(crate) fn created_doc(e: &ProductCreated, available: i64) -> ProductDoc {
+/// fold and the bulk one (`search_bulk.rs`). It takes the event: its texts move into the
+/// document (a rebuild creates a million).
+pub(crate) fn created_doc(e: ProductCreated, available: i64) -> ProductDoc {
     ProductDoc {
         sku: e.sku.to_string(),
-        name: e.name.clone(),
-        description: e.description.clone(),
+        name: e.name,
+        description: e.description,
         category: e.category.to_string(),
-        tags: e.tags.clone(),
+        tags: e.tags,
         price_minor: e.price.amount_minor,
         currency: e.price.currency.to_string(),
         available,
@@ -289,11 +290,11 @@ pub(crate) fn created_doc(e: &ProductCreated, available: i64) -> ProductDoc {
 }
 
 /// A details update applied to a document (price, stock and status are other events').
-pub(crate) fn apply_details(doc: &mut ProductDoc, e: &ProductDetailsUpdated) {
-    doc.name.clone_from(&e.name);
-    doc.description.clone_from(&e.description);
+pub(crate) fn apply_details(doc: &mut ProductDoc, e: ProductDetailsUpdated) {
+    doc.name = e.name;
+    doc.description = e.description;
     doc.category = e.category.to_string();
-    doc.tags.clone_from(&e.tags);
+    doc.tags = e.tags;
 }
 
 impl ProductSearch {
@@ -375,7 +376,7 @@ impl ProductSearch {
                 let Event::Product(product_event) = decode_event(event)? else {
                     continue;
                 };
-                match &product_event {
+                match product_event {
                     ProductEvent::Created(e) => {
                         let entry = load_stock(held, table, &mut stock, e.sku.as_str())?;
                         let available = entry.row.available();

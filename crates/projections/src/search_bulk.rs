@@ -80,7 +80,7 @@ impl SearchBulk {
         match event {
             ProductEvent::Created(e) => {
                 // `available` is set from the final stock when the documents are loaded.
-                let doc = created_doc(&e, 0);
+                let doc = created_doc(e, 0);
                 // A refused document is not written: whatever the index held stays.
                 if accepted(&doc, recorded, search_error)? {
                     self.docs.insert(doc.sku.clone(), Some(Box::new(doc)));
@@ -90,7 +90,7 @@ impl SearchBulk {
                 // A discontinued (or never indexed) product stays out.
                 if let Some(Some(doc)) = self.docs.get_mut(e.sku.as_str()) {
                     let mut updated = ProductDoc::clone(doc);
-                    apply_details(&mut updated, &e);
+                    apply_details(&mut updated, e);
                     if accepted(&updated, recorded, search_error)? {
                         **doc = updated;
                     }
