@@ -93,14 +93,14 @@ impl Budgeted {
 
     /// Puts the entry and returns what was evicted (or replaced), to be dropped by the caller.
     /// With `only_into_slot`, an entry whose slot is gone is not put but handed back in
-    /// `evicted` (see [`StateCache::put_back`]). Returns whether it was put.
+    /// `evicted` (see [`StateCache::put_back`]).
     fn put(
         &mut self,
         stream: StreamRef,
         mut cached: Cached,
         only_into_slot: bool,
         evicted: &mut Vec<Cached>,
-    ) -> bool {
+    ) {
         let bytes = match cached.charged.take() {
             Some(bytes) => bytes,
             None => approx_bytes(&stream, &cached.state),
@@ -113,7 +113,7 @@ impl Budgeted {
             }
             None if only_into_slot => {
                 evicted.push(cached);
-                return false;
+                return;
             }
             None => {
                 self.bytes += bytes;
@@ -139,7 +139,6 @@ impl Budgeted {
             self.bytes = self.bytes.saturating_sub(slot.bytes);
             evicted.extend(slot.cached);
         }
-        true
     }
 
     fn remove(&mut self, stream: &StreamRef) -> Option<Cached> {
@@ -205,22 +204,21 @@ impl StateCache {
     /// A slot that is gone was removed while the entry was out: by [`StateCache::remove`],
     /// because an append that the state follows failed (so the state may hold events that were
     /// never written), or by eviction. Either way the entry is dropped rather than put back as
-    /// a new one, and the stream is read from the store next time. Returns whether it was put.
-    pub fn put_back(&self, stream: StreamRef, cached: Cached) -> bool {
-        self.put_as(stream, cached, true)
+    /// a new one, and the stream is read from the store next time.
+    pub fn put_back(&self, stream: StreamRef, cached: Cached) {
+        self.put_as(stream, cached, true);
     }
 
-    fn put_as(&self, stream: StreamRef, cached: Cached, only_into_slot: bool) -> bool {
+    fn put_as(&self, stream: StreamRef, cached: Cached, only_into_slot: bool) {
         let mut evicted = Vec::new();
-        let put = {
+        {
             let mut shard = self.shard(&stream).lock();
             shard
                 .of(&stream)
-                .put(stream, cached, only_into_slot, &mut evicted)
-        };
+                .put(stream, cached, only_into_slot, &mut evicted);
+        }
         // Dropped outside the shard's lock: a large state takes a while to free.
         drop(evicted);
-        put
     }
 
     /// Whether `stream` still has its slot (full, or empty while a command holds the entry).

@@ -746,6 +746,17 @@ impl TwoNodes {
         })
     }
 
+    /// Given, on the first node: product `sku` with `units` in stock (so its states are warm
+    /// there).
+    async fn stocked_on_a(&self, sku: &str, units: u64) {
+        for command in [product(sku, 100), receive(sku, "berlin", units)] {
+            self.node_a
+                .execute(command, CommandContext::default())
+                .await
+                .unwrap();
+        }
+    }
+
     /// Runs `command` on the first node in a task of its own, and returns once its append is
     /// held (the probe must be holding).
     async fn held_on_a(
@@ -773,16 +784,7 @@ async fn a_chain_decided_on_an_append_that_fails(
 ) -> Option<(u64, Vec<Result<CommandOutcome, CommandError>>)> {
     let nodes = TwoNodes::start(shared_store).await?;
     let ctx = CommandContext::default;
-    nodes
-        .node_a
-        .execute(product("A", 100), ctx())
-        .await
-        .unwrap();
-    nodes
-        .node_a
-        .execute(receive("A", "berlin", 2), ctx())
-        .await
-        .unwrap();
+    nodes.stocked_on_a("A", 2).await;
     // node_a's cached stock-A: 2 available, version 0. node_b sells both: version 1.
     nodes
         .node_b
@@ -849,16 +851,7 @@ async fn on_postgres_an_order_is_not_accepted_on_a_product_change_that_failed() 
         return;
     };
     let ctx = CommandContext::default;
-    nodes
-        .node_a
-        .execute(product("A", 100), ctx())
-        .await
-        .unwrap();
-    nodes
-        .node_a
-        .execute(receive("A", "berlin", 5), ctx())
-        .await
-        .unwrap();
+    nodes.stocked_on_a("A", 5).await;
 
     nodes.probe.hold();
     let reprice = nodes
