@@ -31,6 +31,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
+mod copy_read;
+
 use crate::follow::{self, Scan, Source};
 use crate::{
     AppendOutcome, AppendRequest, AppendTicket, EventStore, ExpectedVersion, Metadata, Position,
@@ -58,7 +60,9 @@ pub struct PostgresConfig {
     pub groups_in_flight_max: usize,
     /// How often a live subscription checks for new events when no notification arrives.
     pub poll_interval: Duration,
-    /// The most events a subscription yields in one batch.
+    /// The most events a subscription yields in one batch, and so the most one statement
+    /// reads while catching up: each costs a round trip for the head and one for the rows, which
+    /// at 1,024 events took a fifth of a PostgreSQL rebuild's wall time.
     pub subscription_batch_max: usize,
     /// Run the embedded migrations on connect.
     pub migrate: bool,
@@ -73,7 +77,7 @@ impl PostgresConfig {
             group_appends_max: 512,
             groups_in_flight_max: 3,
             poll_interval: Duration::from_millis(500),
-            subscription_batch_max: 1024,
+            subscription_batch_max: 8192,
             migrate: true,
         }
     }
@@ -846,26 +850,7 @@ impl Inner {
         filter: &ReadFilter,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT position, stream_id, version, event_id, event_type, payload, \
-             correlation_id, causation_id, command_id, api_key_id, recorded_at_micros \
-             FROM es_events WHERE position > $1 AND position <= $2 \
-             AND ($3::text IS NULL OR starts_with(stream_id, $3)) \
-             AND (cardinality($4::text[]) = 0 OR event_type = ANY($4)) \
-             ORDER BY position LIMIT $5",
-        )
-        .bind(to_i64(after))
-        .bind(to_i64(upto))
-        .bind(filter.stream_prefix.as_deref())
-        .bind(&filter.event_types)
-        .bind(to_i64(limit as u64))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.iter()
-            .map(decode_row)
-            .collect::<Result<_, _>>()
-            .map_err(db)
+        copy_read::read_range(&self.pool, after, upto, filter, limit).await
     }
 }
 

@@ -578,6 +578,38 @@ pub async fn read_all_filters_by_stream_prefix_and_event_type(store: &impl Event
         event_types: vec![],
     };
     assert!(store.read_all(0, &none, 100).await.unwrap().is_empty());
+
+    // Quotes and backslashes are matched as themselves (PostgreSQL reads with literals in the
+    // statement), and a NUL, which no stored name holds, matches nothing without an error.
+    store
+        .append(request(vec![StreamWrite {
+            stream: r"it's\-1".into(),
+            expected: NoStream,
+            events: vec![event(r"Odd'\Type.v1", b"q")],
+        }]))
+        .await
+        .unwrap();
+    let quoted = ReadFilter {
+        stream_prefix: Some(r"it's".into()),
+        event_types: vec![r"Odd'\Type.v1".into(), "a\0b".into()],
+    };
+    let found = store.read_all(0, &quoted, 100).await.unwrap();
+    assert_eq!(
+        found.iter().map(|e| e.stream.as_str()).collect::<Vec<_>>(),
+        [r"it's\-1"]
+    );
+    for nul in [
+        ReadFilter {
+            stream_prefix: Some("it\0".into()),
+            event_types: vec![],
+        },
+        ReadFilter {
+            stream_prefix: None,
+            event_types: vec!["a\0b".into()],
+        },
+    ] {
+        assert!(store.read_all(0, &nul, 100).await.unwrap().is_empty());
+    }
 }
 
 pub async fn read_all_honours_after_and_limit(store: &impl EventStore) {
