@@ -370,6 +370,37 @@ async fn a_cold_stream_is_loaded_from_its_latest_snapshot_and_the_events_after_i
 }
 
 #[tokio::test]
+async fn a_snapshot_this_binary_cannot_read_is_ignored_and_the_stream_replayed() {
+    let world = World::embedded_with(CommandConfig {
+        snapshot_every_events: 10,
+        ..CommandConfig::default()
+    })
+    .await;
+    for _ in 0..25 {
+        world.given([receive("OLD", "berlin", 1)]).await;
+    }
+    world.service.snapshots_idle().await;
+    // A snapshot of a later version, in a schema of another release (a rolled-back upgrade).
+    world
+        .store
+        .save_snapshot(Snapshot {
+            stream: "stock-OLD".into(),
+            version: 24,
+            schema: "State.v999".into(),
+            state: bytes::Bytes::from_static(b"unknown"),
+        })
+        .await
+        .unwrap();
+
+    world.service.evict(&[stock("OLD")]);
+    let outcome = world.when(receive("OLD", "berlin", 1)).await.unwrap();
+
+    assert_eq!(world.reads_of("stock-OLD").last(), Some(&0), "replayed");
+    assert_eq!(levels(&outcome, "OLD"), (26, 0));
+    assert_eq!(outcome.version_of(&stock("OLD")), Some(25));
+}
+
+#[tokio::test]
 async fn a_cancel_from_a_cold_cache_loads_the_order_then_its_stock_streams() {
     let world = World::embedded().await;
     world
