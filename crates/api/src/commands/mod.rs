@@ -529,45 +529,46 @@ impl Inner {
     /// The state of `stream` from the store: the latest snapshot, then the events after it.
     async fn load(&self, stream: &StreamRef) -> Result<Cached, CommandError> {
         let name = stream.to_string();
-        // The stream's head first (an index lookup on the embedded store): a new stream (every
-        // order's first command) or a short one needs no snapshot lookup. Events appended after
-        // this (by another node) are still read below.
-        let head = self
+        // First as many events as a snapshot is taken after: a shorter stream (most of them,
+        // and every new one) is then loaded with one read, without asking for its version or
+        // its snapshot first (one round trip on PostgreSQL instead of two). A longer one costs
+        // that page more before its snapshot is looked up. Events appended by another node
+        // meanwhile are still read by the pages below.
+        let first_limit = self
+            .config
+            .snapshot_every_events
+            .clamp(1, READ_PAGE_EVENTS as u64) as usize;
+        let first = self
             .store
-            .stream_version(&name)
+            .read_stream(&name, 0, first_limit)
             .await
             .map_err(CommandError::Store)?;
-        let Some(head) = head else {
-            return Ok(Cached {
-                state: stream.initial_state(),
-                len: 0,
-                snapshot_len: 0,
-                charged: None,
-                last_event: None,
-            });
-        };
-        let snapshot = if head >= self.config.snapshot_every_events {
+        let from_snapshot = if first.len() < first_limit {
+            None
+        } else {
             self.store
                 .load_snapshot(&name)
                 .await
                 .map_err(CommandError::Store)?
-        } else {
-            None
+                .and_then(|s| decode_snapshot(stream, &s))
+                .filter(|(_, len)| *len > first.len() as u64)
         };
-        let (mut state, mut len) = match snapshot.and_then(|s| decode_snapshot(stream, &s)) {
-            Some((state, len)) => (state, len),
-            None => (stream.initial_state(), 0),
+        let (mut state, mut len, mut page, mut limit) = match from_snapshot {
+            Some((state, len)) => {
+                let page = self
+                    .store
+                    .read_stream(&name, len, READ_PAGE_EVENTS)
+                    .await
+                    .map_err(CommandError::Store)?;
+                (state, len, page, READ_PAGE_EVENTS)
+            }
+            None => (stream.initial_state(), 0, first, first_limit),
         };
         let snapshot_len = len;
         let mut last_event = None;
         loop {
-            let events = self
-                .store
-                .read_stream(&name, len, READ_PAGE_EVENTS)
-                .await
-                .map_err(CommandError::Store)?;
-            let page = events.len();
-            for recorded in events {
+            let read = page.len();
+            for recorded in page {
                 if recorded.version != len {
                     return Err(CommandError::Internal(format!(
                         "stream {name}: read version {} where {len} was expected",
@@ -584,9 +585,15 @@ impl Inner {
                 len += 1;
                 last_event = Some(recorded.event_id);
             }
-            if page < READ_PAGE_EVENTS {
+            if read < limit {
                 break;
             }
+            page = self
+                .store
+                .read_stream(&name, len, READ_PAGE_EVENTS)
+                .await
+                .map_err(CommandError::Store)?;
+            limit = READ_PAGE_EVENTS;
         }
         let mut cached = Cached {
             state,
