@@ -63,6 +63,9 @@
 //! under the lock, which the size term amortizes to O(1) per event even for a stock item with
 //! many live reservations). A cold load that had to replay that many events snapshots too. So a
 //! cold stream costs a snapshot plus a bounded number of events, at 10 events or 10 million.
+//! A cold load reads the first `snapshot_every_events` events before it asks for a snapshot:
+//! a stream shorter than that has none worth reading, and most streams are, so most cold loads
+//! are one read (one round trip on PostgreSQL).
 //!
 //! # Cancellation
 //!
