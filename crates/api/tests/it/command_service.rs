@@ -340,17 +340,24 @@ async fn a_warm_stream_is_decided_without_reading_the_store() {
     assert_eq!(world.service.cached_version(&stock("HOT")), Some(Some(20)));
 }
 
-#[tokio::test]
-async fn a_cold_stream_is_loaded_from_its_latest_snapshot_and_the_events_after_it() {
+/// Given: 25 receipts of one unit of `sku`, on a service that snapshots every 10 events (its
+/// snapshots saved).
+async fn snapshotted_stock(sku: &str) -> World {
     let world = World::embedded_with(CommandConfig {
         snapshot_every_events: 10,
         ..CommandConfig::default()
     })
     .await;
     for _ in 0..25 {
-        world.given([receive("LONG", "berlin", 1)]).await;
+        world.given([receive(sku, "berlin", 1)]).await;
     }
     world.service.snapshots_idle().await;
+    world
+}
+
+#[tokio::test]
+async fn a_cold_stream_is_loaded_from_its_latest_snapshot_and_the_events_after_it() {
+    let world = snapshotted_stock("LONG").await;
     let snapshot = world
         .store
         .load_snapshot("stock-LONG")
@@ -397,15 +404,7 @@ async fn a_short_cold_stream_is_loaded_with_one_read_and_no_snapshot_lookup() {
 
 #[tokio::test]
 async fn a_snapshot_this_binary_cannot_read_is_ignored_and_the_stream_replayed() {
-    let world = World::embedded_with(CommandConfig {
-        snapshot_every_events: 10,
-        ..CommandConfig::default()
-    })
-    .await;
-    for _ in 0..25 {
-        world.given([receive("OLD", "berlin", 1)]).await;
-    }
-    world.service.snapshots_idle().await;
+    let world = snapshotted_stock("OLD").await;
     // A snapshot of a later version, in a schema of another release (a rolled-back upgrade).
     world
         .store
