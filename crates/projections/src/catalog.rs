@@ -24,6 +24,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use crate::key_order::sort_by_key_bytes;
 use crate::model::{PAGE_LIMIT_MAX, Page, ReadError};
 use crate::runner::ProjectionError;
 use crate::storage::{
@@ -340,7 +341,7 @@ fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionErro
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give (a rebuild writes tens of thousands of rows per batch).
     let mut touched: Vec<(String, Box<Touched>)> = fold.touched.into_iter().collect();
-    touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    sort_by_key_bytes(&mut touched, |entry| entry.0.as_bytes());
     let mut encoder = RowEncoder::default();
     // Category counts change by a delta per category, applied once per batch.
     let mut category_deltas: BTreeMap<String, i64> = BTreeMap::new();

@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod fanout;
+mod key_order;
 pub mod model;
 pub mod orders;
 pub mod product_search;

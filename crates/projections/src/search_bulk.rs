@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 
+use crate::key_order::sort_by_key_bytes;
 use crate::product_search::{apply_details, clamp_available, created_doc};
 use crate::runner::ProjectionError;
 use crate::search::{ProductDoc, SearchError, SearchIndex};
@@ -123,7 +124,7 @@ impl SearchBulk {
     pub(crate) fn into_documents(self) -> (Vec<Box<ProductDoc>>, StockMap) {
         let SearchBulk { stock, docs, .. } = self;
         let mut docs: Vec<Box<ProductDoc>> = docs.into_values().flatten().collect();
-        docs.sort_unstable_by(|a, b| a.sku.cmp(&b.sku));
+        sort_by_key_bytes(&mut docs, |doc| doc.sku.as_bytes());
         for doc in &mut docs {
             let available = stock.get(&doc.sku).map_or(0, CompactRow::available);
             doc.available = clamp_available(available);

@@ -20,6 +20,7 @@ use emporium_eventstore::Position;
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use crate::key_order::sort_by_key_bytes;
 use crate::stock_levels::{StockRow, WarehouseLevel, WarehouseUnits, fold_stock};
 
 /// One warehouse's units of a SKU; the warehouse is its number in the map's [`WarehouseNames`].
@@ -200,7 +201,7 @@ impl StockMap {
                 (stored, row.warehouses_loaded())
             })
             .collect();
-        rows.sort_unstable_by(|a, b| a.0.sku.cmp(&b.0.sku));
+        sort_by_key_bytes(&mut rows, |(row, _)| row.sku.as_bytes());
         rows
     }
 

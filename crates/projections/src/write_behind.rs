@@ -31,6 +31,8 @@ use emporium_eventstore::Position;
 use parking_lot::{RwLock, RwLockReadGuard};
 use rustc_hash::FxHashMap;
 
+use crate::key_order::sort_by_key_bytes;
+
 /// Rows held at most, whatever the interval: a bound on memory under any write rate (a stock
 /// row held takes about 150 bytes).
 const HELD_ROWS_MAX: usize = 200_000;
@@ -134,7 +136,7 @@ impl<R> WriteBehind<R> {
             let mut rows: Vec<(&str, &R)> =
                 held.rows.iter().map(|(k, r)| (k.as_str(), r)).collect();
             // Key order: consecutive inserts land on the same B-tree pages.
-            rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            sort_by_key_bytes(&mut rows, |row| row.0.as_bytes());
             write(held.position, &rows)?;
             held.position
         };
