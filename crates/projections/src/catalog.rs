@@ -183,10 +183,32 @@ fn leaf_prefix(index: ListingIndex, category: &str) -> Vec<u8> {
     key
 }
 
-/// One touched product of a batch: its listing before the batch, its row after.
+/// One touched product of a batch: its listing before the batch, its row after (encoded).
 struct Touched {
     before: Option<Listed>,
-    row: Option<ProductRow>,
+    row: Option<EncodedRow>,
+}
+
+/// A row as it will be stored, with the listing it gives.
+///
+/// A fold holds its rows encoded, not as [`ProductRow`]s: a decoded row is about fifteen heap
+/// allocations (its strings, its tags, and a B-tree node of half a kilobyte for three
+/// attributes), two to three times its encoded size, and all of them were allocated, freed and
+/// serialized again at the spill. Encoded, a spill writes the bytes the fold holds. An event on
+/// a row already held decodes it, folds, and encodes it again: rare after a product's creation
+/// (a price change, an update).
+struct EncodedRow {
+    bytes: Box<[u8]>,
+    listed: Listed,
+}
+
+impl EncodedRow {
+    fn encode(row: &ProductRow, encoder: &mut RowEncoder) -> Result<Self, ProjectionError> {
+        Ok(EncodedRow {
+            bytes: Box::from(encoder.encode(row)?),
+            listed: Listed::of(row),
+        })
+    }
 }
 
 impl Touched {
@@ -199,30 +221,21 @@ impl Touched {
             + heap_bytes(sku)
             + self.before.as_ref().map_or(0, |b| heap_bytes(&b.category));
         if let Some(row) = &self.row {
-            bytes += heap_bytes(&row.sku)
-                + heap_bytes(&row.name)
-                + heap_bytes(&row.description)
-                + heap_bytes(&row.category)
-                + heap_bytes(&row.currency)
-                + row.tags.capacity() * std::mem::size_of::<String>()
-                + row.tags.iter().map(|t| heap_bytes(t)).sum::<usize>()
-                + row
-                    .attributes
-                    .iter()
-                    .map(|(k, v)| 48 + heap_bytes(k) + heap_bytes(v))
-                    .sum::<usize>();
+            bytes += row.bytes.len() + 16 + heap_bytes(&row.listed.category);
         }
         bytes
     }
 }
 
 /// The products touched by a fold, by SKU. Boxed entries, for the reason given at
-/// `orders::OrdersFold` (a `Touched` here is about 300 bytes).
+/// `orders::OrdersFold`.
 #[derive(Default)]
 pub(crate) struct CatalogFold {
     touched: FxHashMap<String, Box<Touched>>,
     /// Estimated heap bytes of `touched`.
     bytes: usize,
+    /// Encodes the rows as they are folded (one reused buffer).
+    encoder: RowEncoder,
 }
 
 /// The catalog read model.
@@ -311,22 +324,36 @@ fn fold_events(
         let sku = CompactString::from(product_sku(&product_event));
         let sku = sku.as_str();
         // Looked up by `&str` first: the key is allocated only for a row new to the fold.
-        let entry = match fold.touched.get_mut(sku) {
-            Some(entry) => entry,
+        let (entry, mut row) = match fold.touched.get_mut(sku) {
+            Some(entry) => {
+                // A creation replaces whatever is held: nothing to decode.
+                let row = match &entry.row {
+                    Some(held) if !matches!(product_event, ProductEvent::Created(_)) => {
+                        Some(decode_row(&held.bytes)?)
+                    }
+                    _ => None,
+                };
+                (entry, row)
+            }
             None => {
                 let row = load(sku)?;
                 let touched = Touched {
                     before: row.as_ref().map(Listed::of),
-                    row,
+                    row: None,
                 };
                 fold.bytes += touched.bytes(sku);
-                fold.touched
+                let entry = fold
+                    .touched
                     .entry(sku.to_owned())
-                    .or_insert(Box::new(touched))
+                    .or_insert(Box::new(touched));
+                (entry, row)
             }
         };
         let before = entry.bytes(sku);
-        self::fold(&mut entry.row, product_event, event);
+        self::fold(&mut row, product_event, event);
+        entry.row = row
+            .map(|row| EncodedRow::encode(&row, &mut fold.encoder))
+            .transpose()?;
         // `before` is part of the total.
         fold.bytes = fold.bytes.saturating_sub(before) + entry.bytes(sku);
     }
@@ -342,7 +369,6 @@ fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionErro
     // map's order does not give (a rebuild writes tens of thousands of rows per batch).
     let mut touched: Vec<(String, Box<Touched>)> = fold.touched.into_iter().collect();
     sort_by_key_bytes(&mut touched, |entry| entry.0.as_bytes());
-    let mut encoder = RowEncoder::default();
     // Category counts change by a delta per category, applied once per batch.
     let mut category_deltas: BTreeMap<String, i64> = BTreeMap::new();
     // Listing keys start with the index and the category: in SKU order they land all over the
@@ -355,10 +381,10 @@ fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionErro
             continue; // events of a product never created: nothing to show
         };
         products
-            .insert(sku.as_str(), encoder.encode(row)?)
+            .insert(sku.as_str(), &*row.bytes)
             .map_err(storage_error)?;
-        let after = Listed::of(row);
-        if touched.before.as_ref() == Some(&after) {
+        let after = &row.listed;
+        if touched.before.as_ref() == Some(after) {
             continue;
         }
         for index in INDEXES {
