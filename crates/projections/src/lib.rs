@@ -7,6 +7,7 @@
 //! - [`storage`]: what the redb models share (one transaction per batch, checkpoint inside).
 //! - `search_bulk`: the search projection's rebuild, folded in memory and indexed once.
 //! - `write_behind`: the stock rows of live batches, held in memory and written once a second.
+//! - `key_order`: rows put in key order without following a pointer per comparison.
 
 pub mod catalog;
 pub mod fanout;
