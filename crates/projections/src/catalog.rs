@@ -260,7 +260,7 @@ impl RedbModel for Catalog {
 
     fn fold(
         fold: &mut CatalogFold,
-        source: Source<'_>,
+        source: Source<'_, CatalogFold>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         match source {
@@ -269,9 +269,14 @@ impl RedbModel for Catalog {
                 let products = txn.open_table(PRODUCTS).map_err(storage_error)?;
                 fold_events(fold, events, |sku| stored_row(&products, sku))
             }
-            Source::Read(txn) => {
+            Source::Read { txn, spilling } => {
                 let products = txn.open_table(PRODUCTS).map_err(storage_error)?;
-                fold_events(fold, events, |sku| stored_row(&products, sku))
+                fold_events(fold, events, |sku| {
+                    match spilling.and_then(|spill| spill.written_row(sku)) {
+                        Some(row) => row,
+                        None => stored_row(&products, sku),
+                    }
+                })
             }
         }
     }
@@ -280,7 +285,7 @@ impl RedbModel for Catalog {
         fold.bytes
     }
 
-    fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionError> {
+    fn write(txn: &WriteTransaction, fold: &CatalogFold) -> Result<(), ProjectionError> {
         write(txn, fold)
     }
 
@@ -297,6 +302,15 @@ impl RedbModel for Catalog {
 
     fn bulk(&self) -> &BulkSlot<CatalogFold> {
         &self.bulk
+    }
+}
+
+impl CatalogFold {
+    /// The row that writing this fold stores for `sku`, if the write stores one (a product
+    /// this fold holds but that was never created leaves the table as it was).
+    fn written_row(&self, sku: &str) -> Option<Result<Option<ProductRow>, ProjectionError>> {
+        let held = self.touched.get(sku)?.row.as_ref()?;
+        Some(decode_row(&held.bytes).map(Some))
     }
 }
 
@@ -360,14 +374,18 @@ fn fold_events(
     Ok(())
 }
 
-fn write(txn: &WriteTransaction, fold: CatalogFold) -> Result<(), ProjectionError> {
+fn write(txn: &WriteTransaction, fold: &CatalogFold) -> Result<(), ProjectionError> {
     let mut products = txn.open_table(PRODUCTS).map_err(storage_error)?;
     // Write each touched row once, and the difference of its listing keys.
     let mut listing = txn.open_table(LISTING).map_err(storage_error)?;
     let mut categories = txn.open_table(CATEGORIES).map_err(storage_error)?;
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give (a rebuild writes tens of thousands of rows per batch).
-    let mut touched: Vec<(String, Box<Touched>)> = fold.touched.into_iter().collect();
+    let mut touched: Vec<(&String, &Touched)> = fold
+        .touched
+        .iter()
+        .map(|(sku, touched)| (sku, &**touched))
+        .collect();
     sort_by_key_bytes(&mut touched, |entry| entry.0.as_bytes());
     // Category counts change by a delta per category, applied once per batch.
     let mut category_deltas: BTreeMap<String, i64> = BTreeMap::new();

@@ -285,7 +285,7 @@ impl RedbModel for Orders {
 
     fn fold(
         fold: &mut OrdersFold,
-        source: Source<'_>,
+        source: Source<'_, OrdersFold>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         match source {
@@ -295,10 +295,15 @@ impl RedbModel for Orders {
                 let pending = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
                 fold_events(fold, events, |id| stored(&orders, &pending, id))
             }
-            Source::Read(txn) => {
+            Source::Read { txn, spilling } => {
                 let orders = txn.open_table(ORDERS).map_err(storage_error)?;
                 let pending = txn.open_table(PENDING_ALLOCATIONS).map_err(storage_error)?;
-                fold_events(fold, events, |id| stored(&orders, &pending, id))
+                fold_events(fold, events, |id| {
+                    match spilling.and_then(|spill| spill.written(id)) {
+                        Some(touched) => Ok(touched),
+                        None => stored(&orders, &pending, id),
+                    }
+                })
             }
         }
     }
@@ -307,12 +312,12 @@ impl RedbModel for Orders {
         fold.bytes
     }
 
-    fn write(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
+    fn write(txn: &WriteTransaction, fold: &OrdersFold) -> Result<(), ProjectionError> {
         write(txn, fold, CustomerIndex::Keep)
     }
 
     /// Without the customer index: [`Orders::finish_bulk`] builds it.
-    fn write_bulk(txn: &WriteTransaction, fold: OrdersFold) -> Result<(), ProjectionError> {
+    fn write_bulk(txn: &WriteTransaction, fold: &OrdersFold) -> Result<(), ProjectionError> {
         write(txn, fold, CustomerIndex::Leave)
     }
 
@@ -359,6 +364,22 @@ impl RedbModel for Orders {
 }
 
 /// What the tables hold of order `id`.
+impl OrdersFold {
+    /// What a fold starts from for order `id` once this fold is written, if writing it stores
+    /// anything of the order: its row, or the allocations of an order not placed yet (see
+    /// [`write`]).
+    fn written(&self, id: u128) -> Option<Touched> {
+        let touched = self.touched.get(&id)?;
+        match &touched.row {
+            Some(row) => Some(Touched::stored(Some(row.clone()), None)),
+            None if !touched.pending.is_empty() => {
+                Some(Touched::stored(None, Some(touched.pending.clone())))
+            }
+            None => None,
+        }
+    }
+}
+
 fn stored(
     orders: &impl ReadableTable<u128, &'static [u8]>,
     pending: &impl ReadableTable<u128, &'static [u8]>,
@@ -500,7 +521,7 @@ struct OrderOwner {
 
 fn write(
     txn: &WriteTransaction,
-    fold: OrdersFold,
+    fold: &OrdersFold,
     customer_index: CustomerIndex,
 ) -> Result<(), ProjectionError> {
     let mut orders = txn.open_table(ORDERS).map_err(storage_error)?;
@@ -510,7 +531,11 @@ fn write(
     // Written in key order: consecutive inserts land on the same B-tree pages, which the hash
     // map's order does not give. Order ids are UUID v7 (time-ordered), so during a rebuild the
     // rows of a batch are mostly appended at the end of the table.
-    let mut touched: Vec<(u128, Box<Touched>)> = fold.touched.into_iter().collect();
+    let mut touched: Vec<(u128, &Touched)> = fold
+        .touched
+        .iter()
+        .map(|(id, touched)| (*id, &**touched))
+        .collect();
     touched.sort_unstable_by_key(|(id, _)| *id);
     // The customer index is keyed by customer first: its inserts are sorted on their own.
     let mut new_customer_keys: Vec<(&str, u128)> = Vec::new();

@@ -207,7 +207,7 @@ impl ReadModel for ProductSearch {
             return Err(search_error(error));
         }
         drop(docs);
-        let stock = stock.into_sorted_rows();
+        let stock = stock.sorted_rows();
         self.db.write_batch(position, |txn| {
             let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
             for (row, _) in &stock {

@@ -216,7 +216,7 @@ impl RedbModel for StockLevels {
 
     fn fold(
         fold: &mut StockFold,
-        source: Source<'_>,
+        source: Source<'_, StockFold>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         match source {
@@ -225,9 +225,14 @@ impl RedbModel for StockLevels {
                 let table = txn.open_table(STOCK).map_err(storage_error)?;
                 fold_events(fold, events, |sku| stored_row(&table, sku))
             }
-            Source::Read(txn) => {
+            Source::Read { txn, spilling } => {
                 let table = txn.open_table(STOCK).map_err(storage_error)?;
-                fold_events(fold, events, |sku| stored_row(&table, sku))
+                fold_events(fold, events, |sku| {
+                    match spilling.and_then(|spill| spill.stored_row(sku)) {
+                        Some(row) => Ok(Some(row)),
+                        None => stored_row(&table, sku),
+                    }
+                })
             }
         }
     }
@@ -236,8 +241,8 @@ impl RedbModel for StockLevels {
         fold.bytes()
     }
 
-    fn write(txn: &WriteTransaction, fold: StockFold) -> Result<(), ProjectionError> {
-        let rows = fold.into_sorted_rows();
+    fn write(txn: &WriteTransaction, fold: &StockFold) -> Result<(), ProjectionError> {
+        let rows = fold.sorted_rows();
         write(txn, rows.iter().map(|(row, before)| (row, *before)))
     }
 
@@ -273,7 +278,7 @@ impl RedbModel for StockLevels {
                 None => stored_row(&table, sku),
             })?;
         }
-        let rows = fold.into_sorted_rows();
+        let rows = fold.sorted_rows();
         // `before` is the warehouses of the row the batch started from (held or stored).
         let new_warehouse = rows
             .iter()

@@ -176,33 +176,40 @@ impl StockMap {
 
     /// Every row as stored ([`StockRow`], warehouses in name order), in SKU order, each with
     /// the warehouses it had when loaded.
-    pub(crate) fn into_sorted_rows(self) -> Vec<(StockRow, usize)> {
-        let StockMap { rows, names, .. } = self;
-        let mut rows: Vec<(StockRow, usize)> = rows
-            .into_iter()
-            .map(|(sku, row)| {
-                let mut warehouses: Vec<WarehouseLevel> = row
-                    .levels
-                    .iter()
-                    .map(|u| WarehouseLevel {
-                        warehouse: names.name(u.warehouse).to_owned(),
-                        on_hand: u.on_hand,
-                        reserved: u.reserved,
-                    })
-                    .collect();
-                warehouses.sort_unstable_by(|a, b| a.warehouse.cmp(&b.warehouse));
-                let stored = StockRow {
-                    sku: sku.into_string(),
-                    warehouses,
-                    updated_at_micros: row.updated_at_micros,
-                    version: row.version,
-                    position: row.position,
-                };
-                (stored, row.warehouses_loaded())
-            })
+    pub(crate) fn sorted_rows(&self) -> Vec<(StockRow, usize)> {
+        let mut rows: Vec<(StockRow, usize)> = self
+            .rows
+            .iter()
+            .map(|(sku, row)| (self.stored(sku, row), row.warehouses_loaded()))
             .collect();
         sort_by_key_bytes(&mut rows, |(row, _)| row.sku.as_bytes());
         rows
+    }
+
+    /// The row of `sku` as stored, if the map holds it.
+    pub(crate) fn stored_row(&self, sku: &str) -> Option<StockRow> {
+        self.rows.get(sku).map(|row| self.stored(sku, row))
+    }
+
+    /// `row` as stored: warehouses by name, in name order.
+    fn stored(&self, sku: &str, row: &CompactRow) -> StockRow {
+        let mut warehouses: Vec<WarehouseLevel> = row
+            .levels
+            .iter()
+            .map(|u| WarehouseLevel {
+                warehouse: self.names.name(u.warehouse).to_owned(),
+                on_hand: u.on_hand,
+                reserved: u.reserved,
+            })
+            .collect();
+        warehouses.sort_unstable_by(|a, b| a.warehouse.cmp(&b.warehouse));
+        StockRow {
+            sku: sku.to_owned(),
+            warehouses,
+            updated_at_micros: row.updated_at_micros,
+            version: row.version,
+            position: row.position,
+        }
     }
 
     fn compact(&mut self, stored: &StockRow) -> CompactRow {
@@ -354,7 +361,7 @@ mod tests {
             }
             prop_assert_eq!(map.len(), rows.len());
             let compact: Vec<StockRow> =
-                map.into_sorted_rows().into_iter().map(|(row, _)| row).collect();
+                map.sorted_rows().into_iter().map(|(row, _)| row).collect();
             let expected: Vec<StockRow> = rows.into_values().collect();
             prop_assert_eq!(compact, expected);
         }
@@ -395,7 +402,7 @@ mod tests {
         assert_eq!(loads, 1, "the row is loaded once");
         // wh-1: 10 on hand, 4 + 3 reserved; wh-2: 3; wh-3: 5.
         assert_eq!(map.get("SKU-1").unwrap().available(), 3 + 3 + 5);
-        let rows = map.into_sorted_rows();
+        let rows = map.sorted_rows();
         assert_eq!(rows.len(), 1);
         let (row, loaded) = &rows[0];
         assert_eq!(*loaded, 2);

@@ -16,6 +16,8 @@
 //! See `docs/adr/0003-read-model-storage.md`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use emporium_domain::Event;
@@ -103,7 +105,8 @@ pub(crate) fn storage_error(error: impl std::fmt::Display) -> ProjectionError {
 
 /// One redb database holding one read model and its checkpoint.
 pub(crate) struct ModelDb {
-    db: Database,
+    /// Shared with the thread that writes a bulk fold's spills ([`SpillWriter`]).
+    db: Arc<Database>,
     /// The `cache` label of `emporium_cache_bytes` (`read_model_<file>`), set after each batch
     /// (a rebuilding generation and the live one share the series). Not a stored `Gauge`: the
     /// models open before the server installs its metrics recorder, and a handle taken then
@@ -175,7 +178,7 @@ impl ModelDb {
             |stem| stem.to_string_lossy().into_owned(),
         );
         Ok(ModelDb {
-            db,
+            db: Arc::new(db),
             cache_label: format!("read_model_{file}"),
             path: path.to_owned(),
             durable_interval: config.durable_interval,
@@ -222,20 +225,7 @@ impl ModelDb {
         durability: Option<Durability>,
         write: impl FnOnce(&WriteTransaction) -> Result<(), ProjectionError>,
     ) -> Result<(), ProjectionError> {
-        let mut txn = self.db.begin_write().map_err(storage_error)?;
-        {
-            let mut meta = txn.open_table(META).map_err(storage_error)?;
-            let stored = meta
-                .get(CHECKPOINT)
-                .map_err(storage_error)?
-                .map_or(0, |v| v.value());
-            if checkpoint <= stored {
-                return Err(ProjectionError::Storage(format!(
-                    "checkpoint would move backwards: stored {stored}, batch ends at {checkpoint}"
-                )));
-            }
-            meta.insert(CHECKPOINT, checkpoint).map_err(storage_error)?;
-        }
+        let mut txn = begin_batch(&self.db, checkpoint)?;
         write(&txn)?;
         let mut last_durable = self.last_durable.lock();
         let durability = durability.unwrap_or(if last_durable.elapsed() >= self.durable_interval {
@@ -304,6 +294,26 @@ impl ModelDb {
 }
 
 /// A row as stored: postcard, bounded.
+/// Begins a write transaction of `db` that moves its checkpoint to `checkpoint`, which must be
+/// past the stored one.
+fn begin_batch(db: &Database, checkpoint: Position) -> Result<WriteTransaction, ProjectionError> {
+    let txn = db.begin_write().map_err(storage_error)?;
+    {
+        let mut meta = txn.open_table(META).map_err(storage_error)?;
+        let stored = meta
+            .get(CHECKPOINT)
+            .map_err(storage_error)?
+            .map_or(0, |v| v.value());
+        if checkpoint <= stored {
+            return Err(ProjectionError::Storage(format!(
+                "checkpoint would move backwards: stored {stored}, batch ends at {checkpoint}"
+            )));
+        }
+        meta.insert(CHECKPOINT, checkpoint).map_err(storage_error)?;
+    }
+    Ok(txn)
+}
+
 pub(crate) fn encode_row<T: Serialize>(row: &T) -> Result<Vec<u8>, ProjectionError> {
     let bytes = postcard::to_allocvec(row).map_err(storage_error)?;
     if bytes.len() > ROW_BYTES_MAX {
@@ -393,13 +403,17 @@ pub(crate) fn dir_size_bytes(dir: &Path) -> u64 {
 }
 
 /// Where a fold reads the stored rows it does not hold yet.
-pub(crate) enum Source<'a> {
+pub(crate) enum Source<'a, F> {
     /// Nothing is stored (a fresh generation in bulk mode): every row starts new.
     Empty,
     /// The batch's own write transaction (a live batch).
     Write(&'a WriteTransaction),
-    /// What earlier spills of a bulk fold stored.
-    Read(&'a ReadTransaction),
+    /// What a bulk fold's earlier spills stored (`txn`), and the rows of the spill being
+    /// written, if any (`spilling`): newer than what `txn` sees, so looked up first.
+    Read {
+        txn: &'a ReadTransaction,
+        spilling: Option<&'a F>,
+    },
 }
 
 /// The heap bytes a string takes (with the allocator's overhead): for the size estimates of
@@ -419,12 +433,147 @@ pub(crate) fn compact_heap_bytes(s: &str) -> usize {
 }
 
 /// A bulk fold in progress (see [`crate::model::ReadModel::begin_bulk`]).
-pub(crate) struct Bulk<F> {
+pub(crate) struct Bulk<F: Send + Sync + 'static> {
     fold: F,
     /// The position of the last event folded.
     position: Position,
-    /// Whether a spill stored rows: a row the fold does not hold must then be read back.
+    /// Whether a spill stored rows or is storing them: a row the fold does not hold must then
+    /// be read back.
     stored: bool,
+    /// Writes the spills; started at the first.
+    writer: Option<SpillWriter<F>>,
+}
+
+/// The thread that writes a bulk fold's spills while the fold goes on.
+///
+/// A spill is one write transaction of up to [`StorageConfig::bulk_bytes_max`] of rows: about
+/// 2 µs a B-tree insert, seconds for a large fold. Written by the folding thread, it held up the
+/// rebuild's shared read (`crate::fanout`), so the other rebuilds starved and a core idled (the
+/// first 12 of 30 s of a 9.8M-event rebuild). While it is written, the fold starts over and reads
+/// a row it does not hold from the spill first, then from the store (which sees the spill only
+/// once it commits). One spill at a time: a fold that fills up before the spill before it is
+/// written waits for it, so memory stays at two folds. One thread for all of a fold's spills,
+/// not one each: the memory a spill's write allocates stays with the thread for the next.
+struct SpillWriter<F> {
+    /// Spills to write: the rows, and the checkpoint they bring the store to.
+    jobs: Option<mpsc::SyncSender<(Arc<F>, Position)>>,
+    /// How each spill ended, in order.
+    done: mpsc::Receiver<Result<(), ProjectionError>>,
+    thread: Option<JoinHandle<()>>,
+    /// The rows of the spill being written, if any. The writer holds the only strong
+    /// reference and drops it once it has committed: the rows are freed off the folding
+    /// thread, and a failed upgrade means that a read transaction begun after it sees them
+    /// stored.
+    in_flight: Option<Weak<F>>,
+}
+
+/// Writes one spill's rows into `txn`.
+type WriteSpill<F> = fn(&WriteTransaction, &F) -> Result<(), ProjectionError>;
+
+impl<F: Send + Sync + 'static> SpillWriter<F> {
+    fn start(
+        model: &str,
+        db: Arc<Database>,
+        write: WriteSpill<F>,
+    ) -> Result<Self, ProjectionError> {
+        let (jobs, queued) = mpsc::sync_channel::<(Arc<F>, Position)>(1);
+        let (finished, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("{model}-spill"))
+            .spawn(move || {
+                for (rows, position) in queued {
+                    // Not durable (nobody reads this generation before `end_bulk`, which is;
+                    // a crash before it discards the generation).
+                    let written = begin_batch(&db, position).and_then(|mut txn| {
+                        write(&txn, &rows)?;
+                        txn.set_durability(Durability::None)
+                            .map_err(storage_error)?;
+                        txn.commit().map_err(storage_error)
+                    });
+                    drop(rows); // after the commit: see `in_flight`
+                    if finished.send(written).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| storage_error(format!("starting a spill writer: {e}")))?;
+        Ok(SpillWriter {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            in_flight: None,
+        })
+    }
+
+    /// Hands `rows` over to be written with checkpoint `position`, after the spill before.
+    fn spill(&mut self, rows: F, position: Position) -> Result<(), ProjectionError> {
+        self.wait()?;
+        let rows = Arc::new(rows);
+        let in_flight = Arc::downgrade(&rows);
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send((rows, position)));
+        if !matches!(sent, Some(Ok(()))) {
+            return Err(Self::stopped());
+        }
+        self.in_flight = Some(in_flight);
+        Ok(())
+    }
+
+    /// The rows of the spill being written, while it is.
+    fn rows(&self) -> Option<Arc<F>> {
+        self.in_flight.as_ref()?.upgrade()
+    }
+
+    /// Waits for the spill being written, if any, and returns how it ended.
+    fn wait(&mut self) -> Result<(), ProjectionError> {
+        if self.in_flight.take().is_none() {
+            return Ok(());
+        }
+        self.done.recv().unwrap_or_else(|_| Err(Self::stopped()))
+    }
+
+    /// How the spill being written ended, if it has: its error shows up at the next batch.
+    fn reap(&mut self) -> Result<(), ProjectionError> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
+        match self.done.try_recv() {
+            Ok(written) => {
+                self.in_flight = None;
+                written
+            }
+            Err(mpsc::TryRecvError::Empty) => Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                self.in_flight = None;
+                Err(Self::stopped())
+            }
+        }
+    }
+
+    fn stopped() -> ProjectionError {
+        ProjectionError::Storage("the thread writing a spill stopped (it panicked)".to_owned())
+    }
+}
+
+impl<F> Drop for SpillWriter<F> {
+    /// A bulk fold dropped while a spill is written (a stopped or failed rebuild) waits for
+    /// it: no thread writes the generation after the fold is gone.
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the thread writing a dropped bulk fold's spills panicked");
+        }
+    }
+}
+
+/// A spill of model `M`: its rows, and the mark that its bulk fold is unfinished.
+fn write_spill<M: RedbModel>(
+    txn: &WriteTransaction,
+    fold: &M::Fold,
+) -> Result<(), ProjectionError> {
+    M::write_bulk(txn, fold)?;
+    ModelDb::set_bulk_unfinished(txn, true)
 }
 
 /// The bulk state a [`RedbModel`] keeps.
@@ -451,7 +600,8 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
 
     /// The rows touched by the events folded so far, as they are after them, with what the
     /// writer needs to know of their stored versions.
-    type Fold: Default + Send;
+    /// `Sync`: a spill is written by another thread while the fold reads rows from it.
+    type Fold: Default + Send + Sync;
 
     fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError>;
 
@@ -459,7 +609,7 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     /// error `fold` is partly folded: drop it.
     fn fold(
         fold: &mut Self::Fold,
-        source: Source<'_>,
+        source: Source<'_, Self::Fold>,
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError>;
 
@@ -467,12 +617,12 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
     fn fold_bytes(fold: &Self::Fold) -> usize;
 
     /// Writes the rows of `fold` (the caller writes the checkpoint in the same transaction).
-    fn write(txn: &WriteTransaction, fold: Self::Fold) -> Result<(), ProjectionError>;
+    fn write(txn: &WriteTransaction, fold: &Self::Fold) -> Result<(), ProjectionError>;
 
     /// Writes the rows of a bulk fold (a spill, or its end). By default as [`RedbModel::write`];
     /// a model may leave out an index that is cheaper to build once, from the stored rows, in
     /// [`RedbModel::finish_bulk`] than to keep up to date across spills.
-    fn write_bulk(txn: &WriteTransaction, fold: Self::Fold) -> Result<(), ProjectionError> {
+    fn write_bulk(txn: &WriteTransaction, fold: &Self::Fold) -> Result<(), ProjectionError> {
         Self::write(txn, fold)
     }
 
@@ -498,7 +648,7 @@ pub(crate) trait RedbModel: Send + Sync + Sized + 'static {
         self.db().write_batch(last.position, |txn| {
             let mut fold = Self::Fold::default();
             Self::fold(&mut fold, Source::Write(txn), events)?;
-            Self::write(txn, fold)
+            Self::write(txn, &fold)
         })
     }
 
@@ -550,24 +700,37 @@ impl<M: RedbModel> crate::model::ReadModel for M {
         };
         let db = self.db();
         if let Some(bulk) = self.bulk().lock().as_mut() {
+            if let Some(writer) = bulk.writer.as_mut() {
+                writer.reap()?;
+            }
             {
+                // Taken before the read transaction begins (see `SpillWriter::in_flight`).
+                let spilling = bulk.writer.as_ref().and_then(SpillWriter::rows);
                 let read = if bulk.stored {
                     Some(db.begin_read()?)
                 } else {
                     None
                 };
-                let source = read.as_ref().map_or(Source::Empty, Source::Read);
+                let source = match &read {
+                    Some(txn) => Source::Read {
+                        txn,
+                        spilling: spilling.as_deref(),
+                    },
+                    None => Source::Empty,
+                };
                 M::fold(&mut bulk.fold, source, events)?;
             }
             bulk.position = last.position;
             if M::fold_bytes(&bulk.fold) > db.bulk_bytes_max {
-                // Spill: not durable (nobody reads this generation before `end_bulk`, which
-                // is; a crash before it discards the generation).
-                let fold = std::mem::take(&mut bulk.fold);
-                db.write_batch_as(bulk.position, Some(Durability::None), |txn| {
-                    M::write_bulk(txn, fold)?;
-                    ModelDb::set_bulk_unfinished(txn, true)
-                })?;
+                let writer = match &mut bulk.writer {
+                    Some(writer) => writer,
+                    None => bulk.writer.insert(SpillWriter::start(
+                        M::NAME,
+                        Arc::clone(&db.db),
+                        write_spill::<M>,
+                    )?),
+                };
+                writer.spill(std::mem::take(&mut bulk.fold), bulk.position)?;
                 bulk.stored = true;
             }
             return Ok(());
@@ -592,18 +755,24 @@ impl<M: RedbModel> crate::model::ReadModel for M {
                 fold: M::Fold::default(),
                 position: 0,
                 stored: false,
+                writer: None,
             });
         }
         empty
     }
 
     fn end_bulk(&self, store: bool) -> Result<(), ProjectionError> {
-        let Some(bulk) = self.bulk().lock().take() else {
+        let Some(mut bulk) = self.bulk().lock().take() else {
             return Ok(());
         };
+        let spilled = bulk
+            .writer
+            .take()
+            .map_or(Ok(()), |mut writer| writer.wait());
         if !store {
             return Ok(());
         }
+        spilled?;
         let db = self.db();
         // Durable: the swap follows.
         if bulk.position <= db.checkpoint()? {
@@ -611,7 +780,7 @@ impl<M: RedbModel> crate::model::ReadModel for M {
             return db.write_at_checkpoint(Durability::Immediate, finish_bulk::<M>);
         }
         db.write_batch_as(bulk.position, Some(Durability::Immediate), |txn| {
-            M::write_bulk(txn, bulk.fold)?;
+            M::write_bulk(txn, &bulk.fold)?;
             finish_bulk::<M>(txn)
         })
     }

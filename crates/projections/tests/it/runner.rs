@@ -528,7 +528,8 @@ async fn a_stopped_bulk_fold_stores_nothing() {
 /// The redb models (catalog, stock, orders) folded in bulk, as a rebuild's fed runner folds
 /// them, against the live fold: the same rows and indexes whether the folded rows stay in memory
 /// to the end (nothing stored before `end_bulk`) or spill to disk after every batch (each later
-/// batch then reads back what it does not hold); and a bulk fold that dies after spilling leaves
+/// batch then reads back what it does not hold, from the spill being written or from the
+/// store); and a bulk fold that dies after spilling leaves
 /// a stored state (rows and checkpoint of its last spill) from which a live runner ends the same.
 async fn bulk_fold_equals_the_live_fold<M, R>(store: &Arc<dyn EventStore>, rows: impl Fn(&M) -> R)
 where
@@ -555,11 +556,8 @@ where
         }
         let stored = model.checkpoint().unwrap();
         if bulk_bytes_max == 0 {
-            // Every batch that touched a row spilled (one that touched none has nothing to).
-            assert!(
-                stored > events[events.len() - 6].position,
-                "{name}: {stored}"
-            );
+            // Every batch that touched a row spilled; the last spill may still be written.
+            assert!(stored > 0, "{name}");
         } else {
             assert_eq!(stored, 0, "{name}: nothing stored before end_bulk");
         }
