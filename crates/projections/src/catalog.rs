@@ -428,11 +428,11 @@ fn write(txn: &WriteTransaction, fold: &CatalogFold) -> Result<(), ProjectionErr
     }
     // Every key holds its SKU, so no key is both removed and added: the order between the two
     // lists does not matter.
-    listing_removed.sort_unstable();
+    sort_by_key_bytes(&mut listing_removed, |key| key);
     for key in &listing_removed {
         listing.remove(key.as_slice()).map_err(storage_error)?;
     }
-    listing_added.sort_unstable();
+    sort_by_key_bytes(&mut listing_added, |key| key);
     for key in &listing_added {
         listing.insert(key.as_slice(), ()).map_err(storage_error)?;
     }

@@ -10,12 +10,15 @@
 //! except a batch that gives a SKU a new warehouse, which is written at once so that
 //! `warehouse_skus` lists it. Every read looks at the held rows first.
 
+use std::collections::BTreeMap;
+
 use compact_str::CompactString;
 use emporium_domain::{Allocation, Event, StockEvent};
 use emporium_eventstore::{Position, RecordedEvent};
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use crate::key_order::sort_by_key_bytes;
 use crate::model::PAGE_LIMIT_MAX;
 use crate::runner::ProjectionError;
 use crate::stock_map::StockMap;
@@ -357,8 +360,9 @@ fn write<'r>(
     let mut table = txn.open_table(STOCK).map_err(storage_error)?;
     let mut warehouse_skus = txn.open_table(WAREHOUSE_SKUS).map_err(storage_error)?;
     let mut encoder = RowEncoder::default();
-    // Keyed by warehouse first: sorted on their own, so that consecutive inserts share pages.
-    let mut warehouse_keys: Vec<(&str, &str)> = Vec::new();
+    // Keyed by warehouse first: grouped by warehouse (a handful) and sorted by SKU in each, so
+    // that consecutive inserts share pages.
+    let mut warehouse_keys: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (row, warehouses_before) in rows {
         let sku = row.sku.as_str();
         table
@@ -366,12 +370,22 @@ fn write<'r>(
             .map_err(storage_error)?;
         // Warehouses are never removed from a row: a new one shows up as a longer list.
         if row.warehouses.len() != warehouses_before {
-            warehouse_keys.extend(row.warehouses.iter().map(|w| (w.warehouse.as_str(), sku)));
+            for level in &row.warehouses {
+                warehouse_keys
+                    .entry(level.warehouse.as_str())
+                    .or_default()
+                    .push(sku);
+            }
         }
     }
-    warehouse_keys.sort_unstable();
-    for key in warehouse_keys {
-        warehouse_skus.insert(key, ()).map_err(storage_error)?;
+    for (warehouse, mut skus) in warehouse_keys {
+        // Mostly in order already: the rows come in SKU order.
+        sort_by_key_bytes(&mut skus, |sku| sku.as_bytes());
+        for sku in skus {
+            warehouse_skus
+                .insert((warehouse, sku), ())
+                .map_err(storage_error)?;
+        }
     }
     Ok(())
 }
