@@ -23,9 +23,9 @@ use crate::key_order::sort_by_key_bytes;
 use crate::product_search::{apply_details, clamp_available, created_doc};
 use crate::runner::ProjectionError;
 use crate::search::{ProductDoc, SearchError, SearchIndex};
-use crate::stock_levels;
+use crate::stock_levels::stock_sku;
 use crate::stock_map::{CompactRow, StockMap};
-use crate::storage::{decode_event, is_product_stream};
+use crate::storage::{decode_event, is_product_stream, is_stock_stream};
 
 /// The document of every product created, by SKU; `None`: not in the index (discontinued).
 pub(crate) type Docs = FxHashMap<String, Option<Box<ProductDoc>>>;
@@ -157,10 +157,22 @@ fn fold_product(
     Ok(())
 }
 
-/// Folds the stock events of `events` into `stock` (nothing is stored yet: every row starts
-/// empty).
+/// Folds the stock events of `events` into `stock`.
 fn fold_stock(stock: &mut StockMap, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    stock_levels::fold_events(stock, events, |_| Ok(None))
+    for event in events {
+        if !is_stock_stream(&event.stream) {
+            continue;
+        }
+        let Event::Stock(stock_event) = decode_event(event)? else {
+            continue;
+        };
+        let sku = stock_sku(&stock_event);
+        // Nothing is stored yet: every row starts empty.
+        stock.fold(sku, &stock_event, (event.version, event.position), |_| {
+            Ok::<_, ProjectionError>(None)
+        })?;
+    }
+    Ok(())
 }
 
 /// Whether the index takes `doc`; one it refuses is left out with a warning (as the live

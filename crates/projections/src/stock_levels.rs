@@ -327,7 +327,7 @@ fn stored_row(
 }
 
 /// Folds the stock events of `events` into `fold`; `load` reads a row `fold` does not hold.
-pub(crate) fn fold_events(
+fn fold_events(
     fold: &mut StockFold,
     events: &[RecordedEvent],
     mut load: impl FnMut(&str) -> Result<Option<StockRow>, ProjectionError>,
