@@ -195,44 +195,31 @@ impl ReadModel for ProductSearch {
         }
         let (docs, stock) = bulk.into_documents();
         // The index first, as a live batch does (see the module docs), then the stock table
-        // with the same checkpoint, durably: the swap follows. The stock rows are written while
-        // the index loads (tantivy's threads leave part of a core idle, and the rows took a
-        // single thread a tenth of the rebuild afterwards); their transaction commits only once
-        // the index has.
-        std::thread::scope(|scope| {
-            let indexing = std::thread::Builder::new()
-                .name("search-load".to_owned())
-                .spawn_scoped(scope, || {
-                    self.index
-                        .load_fresh(docs.iter().map(|doc| &**doc))
-                        .and_then(|()| self.index.commit(position))
-                })
-                .map_err(|e| storage_error(format!("starting the index's load: {e}")))?;
-            let stock = stock.sorted_rows();
-            self.db.write_batch(position, |txn| {
-                let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
-                for (row, _) in &stock {
-                    table
-                        .insert(row.sku.as_str(), encode_row(row)?.as_slice())
-                        .map_err(storage_error)?;
-                }
-                txn.open_table(SEARCH_META)
-                    .map_err(storage_error)?
-                    .insert(INDEX_REQUIRED, position)
+        // with the same checkpoint, durably: the swap follows.
+        let loaded = self
+            .index
+            .load_fresh(docs.iter().map(|doc| &**doc))
+            .and_then(|()| self.index.commit(position));
+        if let Err(error) = loaded {
+            if let Err(error) = self.index.rollback() {
+                tracing::error!(%error, "search index rollback failed");
+            }
+            return Err(search_error(error));
+        }
+        drop(docs);
+        let stock = stock.sorted_rows();
+        self.db.write_batch(position, |txn| {
+            let mut table = txn.open_table(SEARCH_STOCK).map_err(storage_error)?;
+            for (row, _) in &stock {
+                table
+                    .insert(row.sku.as_str(), encode_row(row)?.as_slice())
                     .map_err(storage_error)?;
-                let loaded = indexing.join().unwrap_or_else(|_| {
-                    Err(SearchError::Storage(
-                        "loading the index panicked".to_owned(),
-                    ))
-                });
-                if let Err(error) = loaded {
-                    if let Err(error) = self.index.rollback() {
-                        tracing::error!(%error, "search index rollback failed");
-                    }
-                    return Err(search_error(error));
-                }
-                Ok(())
-            })
+            }
+            txn.open_table(SEARCH_META)
+                .map_err(storage_error)?
+                .insert(INDEX_REQUIRED, position)
+                .map_err(storage_error)
+                .map(drop)
         })?;
         self.resync.store(false, Ordering::Relaxed);
         self.db.flush()

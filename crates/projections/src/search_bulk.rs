@@ -15,9 +15,10 @@
 //! on the in-stock side (see the `product_search` module docs: only "in stock or not" is read
 //! from the index).
 
+use std::collections::HashMap;
+
 use emporium_domain::{Event, ProductEvent};
 use emporium_eventstore::{Position, RecordedEvent};
-use rustc_hash::FxHashMap;
 
 use crate::key_order::sort_by_key_bytes;
 use crate::product_search::{apply_details, clamp_available, created_doc};
@@ -27,54 +28,89 @@ use crate::stock_levels::stock_sku;
 use crate::stock_map::{CompactRow, StockMap};
 use crate::storage::{decode_event, is_product_stream, is_stock_stream};
 
-/// The document of every product created, by SKU; `None`: not in the index (discontinued).
-pub(crate) type Docs = FxHashMap<String, Option<Box<ProductDoc>>>;
-
 /// What a rebuild of the search projection has folded so far.
 #[derive(Default)]
 pub(crate) struct SearchBulk {
     /// The stock of every SKU a stock event named (the rows the live fold writes).
     pub(crate) stock: StockMap,
-    /// Boxed documents: a document is a few hundred bytes and the map grows to every product of the catalog, so
+    /// The document of every product created; `None`: not in the index (discontinued). Boxed:
+    /// a document is a few hundred bytes and the map grows to every product of the catalog, so
     /// unboxed each doubling of the table, and the sort by SKU at the end, moved them all.
-    pub(crate) docs: Docs,
+    pub(crate) docs: HashMap<String, Option<Box<ProductDoc>>>,
     /// The position of the last event folded.
     pub(crate) position: Position,
 }
 
 impl SearchBulk {
     /// Folds `events` (in position order). On an error the state is partly folded: drop it.
-    ///
-    /// The stock and the documents do not meet before [`SearchBulk::into_documents`], so the
-    /// stock events are folded on a thread of their own while this one folds the product
-    /// events: alone, this thread was the rebuild's bottleneck for the whole read of the log
-    /// (decoding and folding every product and stock event) while the other core was half idle.
     pub(crate) fn fold(
         &mut self,
         events: &[RecordedEvent],
         search_error: fn(SearchError) -> ProjectionError,
     ) -> Result<(), ProjectionError> {
-        let SearchBulk { stock, docs, .. } = self;
-        let (stocked, products) = std::thread::scope(|scope| {
-            let stocked = std::thread::Builder::new()
-                .name("search-stock".to_owned())
-                .spawn_scoped(scope, || fold_stock(stock, events));
-            let products = fold_products(docs, events, search_error);
-            let stocked = stocked.map(|thread| {
-                thread.join().unwrap_or_else(|_| {
-                    Err(ProjectionError::Storage(
-                        "folding the stock events panicked".to_owned(),
-                    ))
-                })
-            });
-            (stocked, products)
-        });
-        // No thread to be had: the stock events are folded here.
-        let stocked = stocked.unwrap_or_else(|_| fold_stock(&mut self.stock, events));
-        stocked?;
-        products?;
+        for event in events {
+            if is_stock_stream(&event.stream) {
+                let Event::Stock(stock_event) = decode_event(event)? else {
+                    continue;
+                };
+                let sku = stock_sku(&stock_event);
+                // Nothing is stored yet: every row starts empty.
+                self.stock
+                    .fold(sku, &stock_event, (event.version, event.position), |_| {
+                        Ok::<_, ProjectionError>(None)
+                    })?;
+            } else if is_product_stream(&event.stream) {
+                let Event::Product(product_event) = decode_event(event)? else {
+                    continue;
+                };
+                self.fold_product(product_event, event, search_error)?;
+            }
+        }
         if let Some(last) = events.last() {
             self.position = last.position;
+        }
+        Ok(())
+    }
+
+    fn fold_product(
+        &mut self,
+        event: ProductEvent,
+        recorded: &RecordedEvent,
+        search_error: fn(SearchError) -> ProjectionError,
+    ) -> Result<(), ProjectionError> {
+        match event {
+            ProductEvent::Created(e) => {
+                // `available` is set from the final stock when the documents are loaded.
+                let doc = created_doc(e, 0);
+                // A refused document is not written: whatever the index held stays.
+                if accepted(&doc, recorded, search_error)? {
+                    self.docs.insert(doc.sku.clone(), Some(Box::new(doc)));
+                }
+            }
+            ProductEvent::DetailsUpdated(e) => {
+                // A discontinued (or never indexed) product stays out.
+                if let Some(Some(doc)) = self.docs.get_mut(e.sku.as_str()) {
+                    let mut updated = ProductDoc::clone(doc);
+                    apply_details(&mut updated, e);
+                    if accepted(&updated, recorded, search_error)? {
+                        **doc = updated;
+                    }
+                }
+            }
+            ProductEvent::PriceChanged(e) => {
+                let (sku, currency) = (e.sku.as_str(), e.price.currency.as_str());
+                SearchIndex::check_price(sku, e.price.amount_minor, currency)
+                    .map_err(search_error)?;
+                if let Some(Some(doc)) = self.docs.get_mut(sku) {
+                    doc.price_minor = e.price.amount_minor;
+                    doc.currency = currency.to_owned();
+                }
+            }
+            ProductEvent::Discontinued(e) => {
+                if let Some(doc) = self.docs.get_mut(e.sku.as_str()) {
+                    *doc = None;
+                }
+            }
         }
         Ok(())
     }
@@ -95,84 +131,6 @@ impl SearchBulk {
         }
         (docs, stock)
     }
-}
-
-/// Folds the product events of `events` into `docs`.
-fn fold_products(
-    docs: &mut Docs,
-    events: &[RecordedEvent],
-    search_error: fn(SearchError) -> ProjectionError,
-) -> Result<(), ProjectionError> {
-    for event in events {
-        if !is_product_stream(&event.stream) {
-            continue;
-        }
-        let Event::Product(product_event) = decode_event(event)? else {
-            continue;
-        };
-        fold_product(docs, product_event, event, search_error)?;
-    }
-    Ok(())
-}
-
-fn fold_product(
-    docs: &mut Docs,
-    event: ProductEvent,
-    recorded: &RecordedEvent,
-    search_error: fn(SearchError) -> ProjectionError,
-) -> Result<(), ProjectionError> {
-    match event {
-        ProductEvent::Created(e) => {
-            // `available` is set from the final stock when the documents are loaded.
-            let doc = created_doc(e, 0);
-            // A refused document is not written: whatever the index held stays.
-            if accepted(&doc, recorded, search_error)? {
-                docs.insert(doc.sku.clone(), Some(Box::new(doc)));
-            }
-        }
-        ProductEvent::DetailsUpdated(e) => {
-            // A discontinued (or never indexed) product stays out.
-            if let Some(Some(doc)) = docs.get_mut(e.sku.as_str()) {
-                let mut updated = ProductDoc::clone(doc);
-                apply_details(&mut updated, e);
-                if accepted(&updated, recorded, search_error)? {
-                    **doc = updated;
-                }
-            }
-        }
-        ProductEvent::PriceChanged(e) => {
-            let (sku, currency) = (e.sku.as_str(), e.price.currency.as_str());
-            SearchIndex::check_price(sku, e.price.amount_minor, currency).map_err(search_error)?;
-            if let Some(Some(doc)) = docs.get_mut(sku) {
-                doc.price_minor = e.price.amount_minor;
-                doc.currency = currency.to_owned();
-            }
-        }
-        ProductEvent::Discontinued(e) => {
-            if let Some(doc) = docs.get_mut(e.sku.as_str()) {
-                *doc = None;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Folds the stock events of `events` into `stock`.
-fn fold_stock(stock: &mut StockMap, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    for event in events {
-        if !is_stock_stream(&event.stream) {
-            continue;
-        }
-        let Event::Stock(stock_event) = decode_event(event)? else {
-            continue;
-        };
-        let sku = stock_sku(&stock_event);
-        // Nothing is stored yet: every row starts empty.
-        stock.fold(sku, &stock_event, (event.version, event.position), |_| {
-            Ok::<_, ProjectionError>(None)
-        })?;
-    }
-    Ok(())
 }
 
 /// Whether the index takes `doc`; one it refuses is left out with a warning (as the live
