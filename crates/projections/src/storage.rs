@@ -45,8 +45,8 @@ const SCHEMA: &str = "schema";
 pub(crate) const ROW_BYTES_MAX: usize = 4 << 20;
 
 /// The default of [`StorageConfig::bulk_bytes_max`]: `rebuild --all` holds up to three of these
-/// (catalog, stock, orders) next to the search projection's bulk fold (which is not bounded)
-/// and four redb caches. Each spill rewrites every row it holds, and the catalog's and stock's
+/// (catalog, stock, orders; twice that while their spills are written, see `SpillWriter`)
+/// next to the search projection's bulk fold (which is not bounded) and four redb caches. Each spill rewrites every row it holds, and the catalog's and stock's
 /// rows are touched in random order over the whole log, so spilling less often saves more than
 /// the spills' own size: on a 16.9M-event log with a million products, 256 MiB against 128
 /// took the three redb models from 54 to 44 s (CPU 72 → 60 s) for +190 MB of peak RSS (2.54
@@ -64,7 +64,8 @@ pub struct StorageConfig {
     pub durable_interval: Duration,
     /// In bulk mode (a rebuild, [`crate::model::ReadModel::begin_bulk`]) the rows folded in
     /// memory are written out (with their checkpoint, then dropped from memory) once their
-    /// estimated size passes this: a rebuild of a large log stays within a bounded RSS.
+    /// estimated size passes this: a rebuild of a large log stays within a bounded RSS (up to
+    /// twice this per model while a spill is written beside the fold).
     pub bulk_bytes_max: usize,
     /// The models that keep stock rows (stock levels, search) hold the rows of live batches in
     /// memory and write them at most this often (`crate::write_behind`); zero writes every
