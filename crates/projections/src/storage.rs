@@ -77,10 +77,17 @@ pub struct StorageConfig {
 /// BENCHMARKS.md "Stop 17"): 250 ms gave most of the gain of 1 s, 2 s little more.
 pub const WRITE_BEHIND: Duration = Duration::from_secs(1);
 
+/// The default of [`StorageConfig::cache_bytes`] (the batch tools'; a server sizes its caches
+/// from its memory budget). A rebuild folds in memory and mostly writes, so a larger cache
+/// buys it nothing: on a 9.8M-event log with a million products, 64 MiB against 256 took the
+/// three redb models' peak RSS from 2.25–2.54 to 1.97 GB (their caches fill at the same time)
+/// at the same wall time, and left the search rebuild's unchanged (BENCHMARKS.md, stop 21).
+pub const CACHE_BYTES: usize = 64 << 20;
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
-            cache_bytes: 256 << 20,
+            cache_bytes: CACHE_BYTES,
             durable_interval: Duration::from_secs(1),
             bulk_bytes_max: BULK_BYTES_MAX,
             write_behind: WRITE_BEHIND,
