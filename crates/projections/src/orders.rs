@@ -363,7 +363,6 @@ impl RedbModel for Orders {
     }
 }
 
-/// What the tables hold of order `id`.
 impl OrdersFold {
     /// What a fold starts from for order `id` once this fold is written, if writing it stores
     /// anything of the order: its row, or the allocations of an order not placed yet (see
@@ -380,6 +379,7 @@ impl OrdersFold {
     }
 }
 
+/// What the tables hold of order `id`.
 fn stored(
     orders: &impl ReadableTable<u128, &'static [u8]>,
     pending: &impl ReadableTable<u128, &'static [u8]>,

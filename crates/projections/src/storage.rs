@@ -46,12 +46,13 @@ pub(crate) const ROW_BYTES_MAX: usize = 4 << 20;
 
 /// The default of [`StorageConfig::bulk_bytes_max`]: `rebuild --all` holds up to three of these
 /// (catalog, stock, orders; twice that while their spills are written, see `SpillWriter`)
-/// next to the search projection's bulk fold (which is not bounded) and four redb caches. Each spill rewrites every row it holds, and the catalog's and stock's
-/// rows are touched in random order over the whole log, so spilling less often saves more than
-/// the spills' own size: on a 16.9M-event log with a million products, 256 MiB against 128
-/// took the three redb models from 54 to 44 s (CPU 72 → 60 s) for +190 MB of peak RSS (2.54
-/// GB), and `--all` from 62 to 54 s (peak 3.83 GB, most of it the search fold); 512 MiB was
-/// no faster than 256 and peaked 350 MB higher.
+/// next to the search projection's bulk fold (which is not bounded) and four redb caches. Each
+/// spill rewrites every row it holds, and the catalog's and stock's rows are touched in random
+/// order over the whole log, so spilling less often saves more than the spills' own size: on a
+/// 16.9M-event log with a million products, 256 MiB against 128 took the three redb models from
+/// 54 to 44 s (CPU 72 → 60 s) for +190 MB of peak RSS (2.54 GB), and `--all` from 62 to 54 s
+/// (peak 3.83 GB, most of it the search fold); 512 MiB was no faster than 256 and peaked 350 MB
+/// higher.
 pub const BULK_BYTES_MAX: usize = 256 << 20;
 
 /// How a read model's storage is tuned.
@@ -301,7 +302,6 @@ impl ModelDb {
     }
 }
 
-/// A row as stored: postcard, bounded.
 /// Begins a write transaction of `db` that moves its checkpoint to `checkpoint`, which must be
 /// past the stored one.
 fn begin_batch(db: &Database, checkpoint: Position) -> Result<WriteTransaction, ProjectionError> {
@@ -322,6 +322,7 @@ fn begin_batch(db: &Database, checkpoint: Position) -> Result<WriteTransaction, 
     Ok(txn)
 }
 
+/// A row as stored: postcard, bounded.
 pub(crate) fn encode_row<T: Serialize>(row: &T) -> Result<Vec<u8>, ProjectionError> {
     let bytes = postcard::to_allocvec(row).map_err(storage_error)?;
     if bytes.len() > ROW_BYTES_MAX {

@@ -529,8 +529,8 @@ async fn a_stopped_bulk_fold_stores_nothing() {
 /// them, against the live fold: the same rows and indexes whether the folded rows stay in memory
 /// to the end (nothing stored before `end_bulk`) or spill to disk after every batch (each later
 /// batch then reads back what it does not hold, from the spill being written or from the
-/// store); and a bulk fold that dies after spilling leaves
-/// a stored state (rows and checkpoint of its last spill) from which a live runner ends the same.
+/// store); and a bulk fold that dies after spilling leaves a stored state (rows and checkpoint of
+/// its last spill) from which a live runner ends the same.
 async fn bulk_fold_equals_the_live_fold<M, R>(store: &Arc<dyn EventStore>, rows: impl Fn(&M) -> R)
 where
     M: ReadModel,
